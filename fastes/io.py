@@ -1,0 +1,95 @@
+"""Image input: decode files, validate arrays, make the grey copies the front end needs.
+
+Errors are raised here, at the edge, as :class:`ImageError` with a message that names
+the input; the rest of the pipeline assumes a 2-D ``uint8`` grey image.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "write_png_atomic"]
+
+# Suffixes OpenCV decodes; used to pick files out of folders.
+IMAGE_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .bmp .dib .tif .tiff .webp .pgm .ppm .pbm .pnm .jp2 .sr .ras".split()
+)
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image (missing, unreadable, wrong shape or type)."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as OpenCV does (BGR order, 8 or 16 bit, EXIF rotation applied)."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder, not an image")
+    try:
+        data = np.fromfile(p, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
+    if data.size == 0:
+        raise ImageError(f"{p}: empty file")
+    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None or img.size == 0:
+        raise ImageError(f"{p}: not an image OpenCV can decode")
+    return img
+
+
+def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """Return a 2-D ``uint8`` grey copy (or view) of an image array.
+
+    Accepts grey ``(H, W)`` or ``(H, W, 1)``, colour ``(H, W, 3)`` and ``(H, W, 4)`` in
+    ``order`` ("bgr", OpenCV's, or "rgb"; alpha is ignored), as ``uint8``, ``uint16``
+    (full 16-bit range) or float in [0, 1].
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy array, got {type(image).__name__}")
+    if order not in ("bgr", "rgb"):
+        raise ImageError(f"order must be 'bgr' or 'rgb', got {order!r}")
+    img = image
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ImageError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ImageError(f"empty image of shape {image.shape}")
+    if img.dtype == np.uint8:
+        pass
+    elif img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        if not np.isfinite(img).all():
+            raise ImageError("float image contains NaN or inf")
+        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    else:
+        raise ImageError(f"unsupported image dtype {img.dtype} (use uint8, uint16 or float)")
+    if img.ndim == 3:
+        code = {
+            ("bgr", 3): cv2.COLOR_BGR2GRAY, ("rgb", 3): cv2.COLOR_RGB2GRAY,
+            ("bgr", 4): cv2.COLOR_BGRA2GRAY, ("rgb", 4): cv2.COLOR_RGBA2GRAY,
+        }[order, img.shape[2]]
+        img = cv2.cvtColor(np.ascontiguousarray(img), code)
+    return np.ascontiguousarray(img)
+
+
+def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a PNG so that readers never see a half-written file (temp file + rename)."""
+    p = Path(path)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ImageError(f"{p}: PNG encoding failed")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,489 @@
+"""Emotion sketches: the paper's landmark remapping and a Numba line rasterizer.
+
+Landmarks are float ``(68, 2)`` or ``(N, 68, 2)`` arrays of (x, y) points in the
+coordinates of a 250x250 face crop (dlib's 68-point layout). A sketch is a ``uint8``
+image, 0 background and 255 lines, of the remapped brows, eyes and outer mouth.
+
+Kernels (all ``@njit``, ``nogil``): ``_remap_face`` (paper eqs. 1-2 and the part
+shifts), ``_draw_disc`` and ``_draw_quad`` (a thick line = a quad body and round caps,
+rasterized by OpenCV's rules for non-antialiased thick lines, so that the sketches are
+the paper's OpenCV drawings, pixel for pixel almost everywhere), ``_draw_face`` (one
+sketch) and the serial / ``prange`` batch loops. ``remap_reference`` and
+``sketch_reference`` are the plain NumPy / ``cv2.polylines`` twins the tests compare
+against.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["remap", "sketch", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
+
+CANVAS = 250  # the paper's sketch size; `size` scales everything from here
+THICKNESS = 7
+# Paper targets: x0' (FL0), x16' (FL16), y27' (FL27), y33' (FL33).
+X0_T, X16_T, Y27_T, Y33_T = 10.0, 240.0, 70.0, 210.0
+EYE_BROW_SHIFT = 50.0  # brows and eyes move down
+MOUTH_SHIFT = -70.0  # the whole mouth (48-67) moves up
+
+# (first index, last index, closed) for each drawn part, in dlib's 68-point layout.
+PARTS = (
+    (17, 21, False),  # right brow
+    (22, 26, False),  # left brow
+    (36, 41, True),  # right eye
+    (42, 47, True),  # left eye
+    (48, 59, True),  # outer mouth
+)
+_PARTS = np.array([(a, b, int(c)) for a, b, c in PARTS], dtype=np.int64)
+
+# Per-point vertical shift after remapping.
+_SHIFT_Y = np.zeros(68, dtype=np.float64)
+_SHIFT_Y[17:27] = EYE_BROW_SHIFT
+_SHIFT_Y[36:48] = EYE_BROW_SHIFT
+_SHIFT_Y[48:68] = MOUTH_SHIFT
+
+
+# --------------------------------------------------------------------------- kernels
+@njit(nogil=True, cache=True)
+def _remap_face(lm, shift_y, scale, out):
+    """Paper eqs. (1)-(2) and the part shifts for one face, scaled by `scale`.
+
+    Written exactly as the paper's equations and without fastmath, so that results
+    are bit-identical to `remap_reference`: dlib's integer landmarks often land on a
+    half pixel, and a last-bit difference would round a whole line one pixel away.
+    """
+    x0 = lm[0, 0]
+    x16 = lm[16, 0]
+    y27 = lm[27, 1]
+    y33 = lm[33, 1]
+    for i in range(lm.shape[0]):
+        x = lm[i, 0]
+        y = lm[i, 1]
+        xr = (X16_T * (x - x0) + X0_T * (x16 - x)) / (x16 - x0)
+        yr = (Y33_T * (y - y27) + Y27_T * (y33 - y)) / (y33 - y27) + shift_y[i]
+        out[i, 0] = xr * scale
+        out[i, 1] = yr * scale
+
+
+@njit(nogil=True, cache=True)
+def _outcode(x, y, right, bottom):
+    return (x < 0) + (x > right) * 2 + (y < 0) * 4 + (y > bottom) * 8
+
+
+@njit(nogil=True, cache=True)
+def _clip_side(ax, ay, bx, by, right, bottom):
+    """Clip a side (16.16 fixed point) to [0, right] x [0, bottom], rows first, then
+    columns, as OpenCV does before stepping a line: the clipped start point sets
+    where the samples fall."""
+    c1 = _outcode(ax, ay, right, bottom)
+    c2 = _outcode(bx, by, right, bottom)
+    if (c1 & c2) == 0 and (c1 | c2) != 0:
+        if c1 & 12:
+            a = 0 if c1 < 8 else bottom
+            ax += _div_trunc((a - ay) * (bx - ax), by - ay)
+            ay = a
+            c1 = _outcode(ax, 0, right, bottom)
+        if c2 & 12:
+            a = 0 if c2 < 8 else bottom
+            bx += _div_trunc((a - by) * (bx - ax), by - ay)
+            by = a
+            c2 = _outcode(bx, 0, right, bottom)
+        if (c1 & c2) == 0 and (c1 | c2) != 0:
+            if c1:
+                a = 0 if c1 == 1 else right
+                ay += _div_trunc((a - ax) * (by - ay), bx - ax)
+                ax = a
+                c1 = 0
+            if c2:
+                a = 0 if c2 == 1 else right
+                by += _div_trunc((a - bx) * (by - ay), bx - ax)
+                bx = a
+                c2 = 0
+    return ax, ay, bx, by, (c1 | c2) == 0
+
+
+@njit(nogil=True, cache=True)
+def _draw_side(img, fax, fay, fbx, fby, right, bottom):
+    """Step one quad side (16.16 fixed point) a pixel at a time along its major axis."""
+    one = 65536
+    fax, fay, fbx, fby, visible = _clip_side(fax, fay, fbx, fby, right, bottom)
+    if not visible:
+        return
+    ex = fbx - fax
+    ey = fby - fay
+    if abs(ex) >= abs(ey):
+        if ex < 0:
+            fax, fay, ex, ey = fbx, fby, -ex, -ey
+        step = _div_trunc(ey * one, max(ex, 1))
+        n = ex >> 16
+        x = fax + (one >> 1)
+        y = fay + (one >> 1)
+        for _ in range(n + 1):
+            _put(img, x >> 16, y >> 16)
+            x += one
+            y += step
+    else:
+        if ey < 0:
+            fax, fay, ex, ey = fbx, fby, -ex, -ey
+        step = _div_trunc(ex * one, max(ey, 1))
+        n = ey >> 16
+        x = fax + (one >> 1)
+        y = fay + (one >> 1)
+        for _ in range(n + 1):
+            _put(img, x >> 16, y >> 16)
+            x += step
+            y += one
+
+
+@njit(nogil=True, cache=True)
+def _div_trunc(a, b):
+    """Integer division rounding toward zero (C's), not toward -inf (Python's)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+@njit(nogil=True, cache=True)
+def _put(img, x, y):
+    if 0 <= x < img.shape[1] and 0 <= y < img.shape[0]:
+        img[y, x] = 255
+
+
+@njit(nogil=True, cache=True)
+def _disc_table(r):
+    """Half-widths of a disc of radius `r` (inclusive) for each row offset 0..floor(r)."""
+    n = int(math.floor(r + 1e-9))
+    half = np.empty(n + 1, dtype=np.int64)
+    for dy in range(n + 1):
+        half[dy] = int(math.floor(math.sqrt(max(0.0, r * r - dy * dy) + 1e-9)))
+    return half
+
+
+@njit(nogil=True, cache=True)
+def _draw_disc(img, cx, cy, half):
+    """A filled disc at the whole-pixel centre (cx, cy): a round line cap or joint."""
+    h, w = img.shape
+    n = half.shape[0] - 1
+    for dy in range(-n, n + 1):
+        y = cy + dy
+        if 0 <= y < h:
+            hw = half[abs(dy)]
+            a = max(0, cx - hw)
+            b = min(w - 1, cx + hw)
+            for x in range(a, b + 1):
+                img[y, x] = 255
+
+
+@njit(nogil=True, cache=True)
+def _draw_quad(img, px, py, qx, qy, r, fx, fy, top, bot, x0, step, spans):
+    """Segment PQ swept `r` px to each side, drawn as OpenCV draws a thick line's body,
+    so that sketches match the paper's OpenCV figures pixel for pixel almost everywhere.
+
+    The quad's 4 sides are stepped pixel by pixel along their major axis (16.16 fixed
+    point, as OpenCV does, so exact half-pixel ties round alike); its inside is then
+    filled row by row, corners' rows rounded, each side's x stepping by a rounded
+    increment from its upper corner, each span rounded to whole pixels. Nothing is
+    written outside the canvas. `fx`..`step` are scratch arrays of 4, `spans` (2, H).
+    """
+    h, w = img.shape
+    dx = qx - px
+    dy = qy - py
+    length = math.sqrt(dx * dx + dy * dy)
+    if length < 1e-9:
+        return
+    ox = -dy / length * r
+    oy = dx / length * r
+    one = 65536
+    # corners in 16.16 fixed point
+    fx[0] = np.int64(math.floor((px + ox) * one + 0.5))
+    fy[0] = np.int64(math.floor((py + oy) * one + 0.5))
+    fx[1] = np.int64(math.floor((px - ox) * one + 0.5))
+    fy[1] = np.int64(math.floor((py - oy) * one + 0.5))
+    fx[2] = np.int64(math.floor((qx - ox) * one + 0.5))
+    fy[2] = np.int64(math.floor((qy - oy) * one + 0.5))
+    fx[3] = np.int64(math.floor((qx + ox) * one + 0.5))
+    fy[3] = np.int64(math.floor((qy + oy) * one + 0.5))
+    right = np.int64(w) * one - 1
+    bottom = np.int64(h) * one - 1
+    for k in range(4):
+        j = (k + 1) & 3
+        if k & 1 == 1 and abs(fx[j] - fx[k]) > abs(fy[j] - fy[k]):
+            # Only the long, shallow sides add pixels beyond the spans and the caps.
+            _draw_side(img, fx[k], fy[k], fx[j], fy[j], right, bottom)
+        ka, kb = (k, j) if fy[k] <= fy[j] else (j, k)
+        top[k] = (fy[ka] + (one >> 1)) >> 16
+        bot[k] = (fy[kb] + (one >> 1)) >> 16
+        x0[k] = fx[ka]
+        rows = bot[k] - top[k]
+        d = fx[kb] - fx[ka]
+        step[k] = _div_trunc(d * 2 + rows, 2 * rows) if rows > 0 else d
+    y_lo = max(0, min(min(top[0], top[1]), min(top[2], top[3])))
+    y_hi = min(h - 1, max(max(bot[0], bot[1]), max(bot[2], bot[3])))
+    n = y_hi - y_lo + 1
+    if n <= 0:
+        return
+    xl = spans[0]
+    xh = spans[1]
+    for i in range(n):
+        xl[i] = np.int64(1) << 60
+        xh[i] = -(np.int64(1) << 60)
+    for k in range(4):  # side by side, each over the rows it spans
+        if top[k] == bot[k]:  # a flat side: both its ends on its row
+            i = top[k] - y_lo
+            if 0 <= i < n:
+                xa = min(x0[k], x0[k] + step[k])
+                xb = max(x0[k], x0[k] + step[k])
+                xl[i] = min(xl[i], xa)
+                xh[i] = max(xh[i], xb)
+            continue
+        ys = max(top[k], y_lo)
+        ye = min(bot[k], y_hi)
+        x = x0[k] + (ys - top[k]) * step[k]
+        for y in range(ys - y_lo, ye - y_lo + 1):
+            xl[y] = min(xl[y], x)
+            xh[y] = max(xh[y], x)
+            x += step[k]
+    half_px = one >> 1
+    for i in range(n):
+        if xl[i] <= xh[i]:
+            a = max(np.int64(0), (xl[i] + half_px) >> 16)
+            b = min(np.int64(w - 1), (xh[i] + half_px) >> 16)
+            row = img[y_lo + i]
+            for x in range(a, b + 1):
+                row[x] = 255
+
+
+@njit(nogil=True, cache=True)
+def _clip_float(px, py, qx, qy, lo_x, lo_y, hi_x, hi_y):
+    """Liang-Barsky: clip segment PQ to a box; returns (visible, px, py, qx, qy)."""
+    t0 = 0.0
+    t1 = 1.0
+    dx = qx - px
+    dy = qy - py
+    for p_, q_ in ((-dx, px - lo_x), (dx, hi_x - px), (-dy, py - lo_y), (dy, hi_y - py)):
+        if p_ == 0.0:
+            if q_ < 0.0:
+                return False, px, py, qx, qy
+        else:
+            t = q_ / p_
+            if p_ < 0.0:
+                t0 = max(t0, t)
+            else:
+                t1 = min(t1, t)
+    if t0 > t1:
+        return False, px, py, qx, qy
+    return True, px + t0 * dx, py + t0 * dy, px + t1 * dx, py + t1 * dy
+
+
+@njit(nogil=True, cache=True)
+def _draw_face(img, pts, parts, r, half, scratch, spans):
+    """Clear `img` and draw every part of one remapped face (points `pts`, float).
+
+    Segments are first clipped to the canvas grown by twice its size on every side:
+    far-off points (bad landmarks) then cost nothing and cannot overflow the fixed
+    point arithmetic, while everything that reaches the canvas is drawn unchanged.
+    """
+    img[:] = 0
+    h, w = img.shape
+    lo_x = -2.0 * w
+    lo_y = -2.0 * h
+    hi_x = 3.0 * w
+    hi_y = 3.0 * h
+    fx = scratch[0]
+    fy = scratch[1]
+    top = scratch[2]
+    bot = scratch[3]
+    x0 = scratch[4]
+    step = scratch[5]
+    for k in range(parts.shape[0]):
+        a = parts[k, 0]
+        b = parts[k, 1]
+        closed = parts[k, 2]
+        for i in range(a, b + 1):
+            # Whole-pixel end points, as OpenCV draws integer points (the paper's figures).
+            xi = math.floor(pts[i, 0] + 0.5)
+            yi = math.floor(pts[i, 1] + 0.5)
+            if not (math.isfinite(xi) and math.isfinite(yi)):
+                continue  # overflowed to inf in the remap: nothing drawable from here
+            if -r - 1 <= xi <= w + r and -r - 1 <= yi <= h + r:
+                _draw_disc(img, np.int64(xi), np.int64(yi), half)
+            if i < b or closed:
+                j = i + 1 if i < b else a
+                xj = math.floor(pts[j, 0] + 0.5)
+                yj = math.floor(pts[j, 1] + 0.5)
+                ok, x1, y1, x2, y2 = _clip_float(xi, yi, xj, yj, lo_x, lo_y, hi_x, hi_y)
+                if ok and math.isfinite(xj) and math.isfinite(yj):
+                    _draw_quad(img, x1, y1, x2, y2, r, fx, fy, top, bot, x0, step, spans)
+
+
+@njit(nogil=True, cache=True)
+def _remap_batch(lms, shift_y, scale, out):
+    for n in range(lms.shape[0]):
+        _remap_face(lms[n], shift_y, scale, out[n])
+
+
+@njit(nogil=True, cache=True)
+def _sketch_serial(lms, shift_y, parts, scale, r, out):
+    pts = np.empty((lms.shape[1], 2), dtype=np.float64)
+    scratch = np.empty((6, 4), dtype=np.int64)
+    spans = np.empty((2, out.shape[1]), dtype=np.int64)
+    half = _disc_table(r)
+    for n in range(lms.shape[0]):
+        _remap_face(lms[n], shift_y, scale, pts)
+        _draw_face(out[n], pts, parts, r, half, scratch, spans)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _sketch_parallel(lms, shift_y, parts, scale, r, out):
+    half = _disc_table(r)
+    for n in prange(lms.shape[0]):
+        pts = np.empty((lms.shape[1], 2), dtype=np.float64)
+        scratch = np.empty((6, 4), dtype=np.int64)
+        spans = np.empty((2, out.shape[1]), dtype=np.int64)
+        _remap_face(lms[n], shift_y, scale, pts)
+        _draw_face(out[n], pts, parts, r, half, scratch, spans)
+
+
+# --------------------------------------------------------------------------- validation
+MAX_COORD = 1e6
+
+
+def _as_batch(landmarks) -> tuple[np.ndarray, bool]:
+    """Validate landmarks; return a C-contiguous float64 (N, 68, 2) array and `single`."""
+    arr = np.asarray(landmarks)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"landmarks must be a numeric array, got dtype {arr.dtype}")
+    single = arr.ndim == 2
+    if single:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (68, 2):
+        raise ValueError(
+            f"landmarks must have shape (68, 2) or (N, 68, 2), got {np.shape(landmarks)}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    # Beyond +-1e6 px of a 250 px crop a point is garbage, and the remap could overflow.
+    finite = (np.abs(arr) <= MAX_COORD).all(axis=(1, 2))  # False for NaN too
+    flat_x = arr[:, 16, 0] == arr[:, 0, 0]
+    flat_y = arr[:, 33, 1] == arr[:, 27, 1]
+    bad = ~finite | flat_x | flat_y
+    if bad.any():
+        i = int(np.argmax(bad))
+        why = (
+            f"NaN, inf or |coordinate| > {MAX_COORD:g} in its points" if not finite[i]
+            else "x16 == x0 (zero face width)" if flat_x[i]
+            else "y33 == y27 (zero nose height)"
+        )
+        raise DegenerateFaceError(i, why)
+    return arr, single
+
+
+class DegenerateFaceError(ValueError):
+    """Landmarks that cannot be remapped. ``face_index`` is the first bad face in the batch."""
+
+    def __init__(self, face_index: int, why: str):
+        self.face_index = face_index
+        super().__init__(f"degenerate landmarks for face {face_index}: {why}")
+
+
+def _scale_and_radius(size: int, thickness: float) -> tuple[float, float]:
+    if not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if not thickness > 0:
+        raise ValueError(f"thickness must be > 0, got {thickness!r}")
+    scale = size / CANVAS
+    # OpenCV's convention, which the paper's drawings used: a line of odd thickness t
+    # covers the pixels within (t + 1) / 2 of its axis (cv2.line(..., 7) is 9 px wide).
+    return scale, 0.5 * (thickness + 1) * scale
+
+
+# --------------------------------------------------------------------------- public API
+# Below this many faces one thread wins: waking Numba's pool costs more than drawing.
+PARALLEL_MIN_BATCH = 64
+
+
+def remap(landmarks: np.ndarray) -> np.ndarray:
+    """Map landmarks from 250x250 crop coordinates to sketch coordinates.
+
+    Every point goes through the paper's equations (1) and (2) (face sides FL0, FL16
+    to x = 10, 240; nose top and tip FL27, FL33 to y = 70, 210); then brows and eyes
+    move 50 px down and the mouth (48-67) 70 px up.
+
+    Returns a float64 array of the input's shape, ``(68, 2)`` or ``(N, 68, 2)``.
+    Raises :class:`DegenerateFaceError` (a ``ValueError``) naming the first face whose
+    landmarks are NaN/inf (or beyond +-1e6) or have ``x16 == x0`` or ``y33 == y27``.
+    """
+    lms, single = _as_batch(landmarks)
+    out = np.empty_like(lms)
+    _remap_batch(lms, _SHIFT_Y, 1.0, out)
+    return out[0] if single else out
+
+
+def sketch(
+    landmarks: np.ndarray,
+    size: int = CANVAS,
+    thickness: float = THICKNESS,
+    *,
+    out: np.ndarray | None = None,
+    parallel: bool | None = None,
+) -> np.ndarray:
+    """Draw emotion sketches from 68-point landmarks in 250x250 crop coordinates.
+
+    ``(68, 2)`` gives a ``uint8 (size, size)`` image, ``(N, 68, 2)`` gives
+    ``(N, size, size)``; pixels are 0 or 255. Brows are open polylines, eyes and the
+    outer mouth closed ones, ``thickness`` px wide at 250 px. A ``size`` other than
+    250 scales the whole drawing (targets, shifts and thickness), so a network input
+    is rasterized at its own resolution with no resize. Lines leaving the canvas are
+    clipped.
+
+    ``out`` may be a preallocated C-contiguous uint8 array of the result's shape.
+    ``parallel`` forces the threaded batch path on or off (default: on for batches of
+    at least ``PARALLEL_MIN_BATCH`` faces).
+
+    A batch with any degenerate face raises :class:`DegenerateFaceError` (a
+    ``ValueError`` whose ``face_index`` is the first bad face) and draws nothing;
+    check faces beforehand with ``remap`` in a try block if you need to skip them.
+    """
+    lms, single = _as_batch(landmarks)
+    scale, r = _scale_and_radius(size, thickness)
+    shape = (lms.shape[0], size, size)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+        target = out
+    else:
+        want = shape[1:] if single else shape
+        if out.shape != want or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {want}")
+        target = out[None] if single else out
+    if parallel is None:
+        parallel = lms.shape[0] >= PARALLEL_MIN_BATCH
+    kernel = _sketch_parallel if parallel else _sketch_serial
+    kernel(lms, _SHIFT_Y, _PARTS, scale, r, target)
+    return target[0] if single else out
+
+
+# --------------------------------------------------------------------------- references
+def remap_reference(landmarks: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`remap`, written as the paper's equations."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    x, y = lm[..., 0], lm[..., 1]
+    x0, x16 = lm[..., 0:1, 0], lm[..., 16:17, 0]
+    y27, y33 = lm[..., 27:28, 1], lm[..., 33:34, 1]
+    xr = (X16_T * (x - x0) + X0_T * (x16 - x)) / (x16 - x0)
+    yr = (Y33_T * (y - y27) + Y27_T * (y33 - y)) / (y33 - y27) + _SHIFT_Y
+    return np.stack([xr, yr], axis=-1)
+
+
+
+
+def sketch_reference(landmarks: np.ndarray, size: int = CANVAS, thickness: int = THICKNESS) -> np.ndarray:
+    """OpenCV twin of :func:`sketch` for one face: ``cv2.polylines`` at ``thickness``."""
+    import cv2
+
+    scale = size / CANVAS
+    pts = np.floor(remap_reference(landmarks) * scale + 0.5).astype(np.int32)
+    img = np.zeros((size, size), dtype=np.uint8)
+    t = max(1, int(round(thickness * scale)))
+    for a, b, closed in PARTS:
+        cv2.polylines(img, [pts[a : b + 1]], closed, 255, t, cv2.LINE_8)
+    return img
