@@ -74,9 +74,9 @@ def _outcode(x, y, right, bottom):
 
 @njit(nogil=True, cache=True)
 def _clip_side(ax, ay, bx, by, right, bottom):
-    """Clip a side (16.16 fixed point) to [0, right] x [0, bottom], rows first, then
-    columns, as OpenCV does before stepping a line: the clipped start point sets
-    where the samples fall."""
+    """Clip integer segment AB to [0, right] x [0, bottom], rows first, then columns,
+    truncating as OpenCV's clipLine does. Used on quad sides (16.16 fixed point: the
+    clipped start sets where samples fall) and on whole segments (whole pixels)."""
     c1 = _outcode(ax, ay, right, bottom)
     c2 = _outcode(bx, by, right, bottom)
     if (c1 & c2) == 0 and (c1 | c2) != 0:
@@ -113,10 +113,11 @@ def _draw_side(img, fax, fay, fbx, fby, right, bottom):
         return
     ex = fbx - fax
     ey = fby - fay
-    if abs(ex) >= abs(ey):
+    if abs(ex) > abs(ey):
         if ex < 0:
-            fax, fay, ex, ey = fbx, fby, -ex, -ey
-        step = _div_trunc(ey * one, max(ex, 1))
+            fax, fay, fbx, fby, ex, ey = fbx, fby, fax, fay, -ex, -ey
+        _put(img, (fbx + (one >> 1)) >> 16, (fby + (one >> 1)) >> 16)  # the far end, always
+        step = _div_trunc(ey * one, ex | 1)
         n = ex >> 16
         x = fax + (one >> 1)
         y = fay + (one >> 1)
@@ -126,8 +127,9 @@ def _draw_side(img, fax, fay, fbx, fby, right, bottom):
             y += step
     else:
         if ey < 0:
-            fax, fay, ex, ey = fbx, fby, -ex, -ey
-        step = _div_trunc(ex * one, max(ey, 1))
+            fax, fay, fbx, fby, ex, ey = fbx, fby, fax, fay, -ex, -ey
+        _put(img, (fbx + (one >> 1)) >> 16, (fby + (one >> 1)) >> 16)
+        step = _div_trunc(ex * one, ey | 1)
         n = ey >> 16
         x = fax + (one >> 1)
         y = fay + (one >> 1)
@@ -208,8 +210,8 @@ def _draw_quad(img, px, py, qx, qy, r, fx, fy, top, bot, x0, step, spans):
     bottom = np.int64(h) * one - 1
     for k in range(4):
         j = (k + 1) & 3
-        if k & 1 == 1 and abs(fx[j] - fx[k]) > abs(fy[j] - fy[k]):
-            # Only the long, shallow sides add pixels beyond the spans and the caps.
+        if k & 1 == 1:
+            # The short sides (across the end points) lie inside the caps: skip them.
             _draw_side(img, fx[k], fy[k], fx[j], fy[j], right, bottom)
         ka, kb = (k, j) if fy[k] <= fy[j] else (j, k)
         top[k] = (fy[ka] + (one >> 1)) >> 16
@@ -277,19 +279,52 @@ def _clip_float(px, py, qx, qy, lo_x, lo_y, hi_x, hi_y):
 
 
 @njit(nogil=True, cache=True)
-def _draw_face(img, pts, parts, r, half, scratch, spans):
+def _draw_thin(img, x1, y1, x2, y2):
+    """A 1-px, 8-connected line between whole pixels (Bresenham, stepped left to right
+    along the major axis; the minor step is taken while the error is negative, the
+    tie rule OpenCV uses), clipped to the canvas first."""
+    h, w = img.shape
+    x1, y1, x2, y2, ok = _clip_side(x1, y1, x2, y2, np.int64(w - 1), np.int64(h - 1))
+    if not ok:
+        return
+    if x2 < x1:
+        x1, y1, x2, y2 = x2, y2, x1, y1
+    dx = x2 - x1
+    dy = abs(y2 - y1)
+    sy = 1 if y2 >= y1 else -1
+    steep = dy > dx
+    major, minor = (dy, dx) if steep else (dx, dy)
+    err = major - 2 * minor
+    x, y = x1, y1
+    for _ in range(major + 1):
+        img[y, x] = 255
+        if err < 0:
+            err += 2 * major - 2 * minor
+            if steep:
+                x += 1
+            else:
+                y += sy
+        else:
+            err -= 2 * minor
+        if steep:
+            y += sy
+        else:
+            x += 1
+
+
+@njit(nogil=True, cache=True)
+def _draw_face(img, pts, parts, r, margin, half, scratch, spans):
     """Clear `img` and draw every part of one remapped face (points `pts`, float).
 
-    Segments are first clipped to the canvas grown by twice its size on every side:
-    far-off points (bad landmarks) then cost nothing and cannot overflow the fixed
-    point arithmetic, while everything that reaches the canvas is drawn unchanged.
+    Like OpenCV, each segment's whole-pixel end points are first clipped to the canvas
+    grown by `margin` px (the line thickness) on every side; that changes where a line
+    leaving the canvas samples its rows, so it matters for matching pixel for pixel.
+    Far-off points (bad landmarks) are first brought within +-2**20 px in floating
+    point, so the fixed-point arithmetic cannot overflow.
     """
     img[:] = 0
     h, w = img.shape
-    lo_x = -2.0 * w
-    lo_y = -2.0 * h
-    hi_x = 3.0 * w
-    hi_y = 3.0 * h
+    big = float(1 << 20)
     fx = scratch[0]
     fy = scratch[1]
     top = scratch[2]
@@ -306,15 +341,32 @@ def _draw_face(img, pts, parts, r, half, scratch, spans):
             yi = math.floor(pts[i, 1] + 0.5)
             if not (math.isfinite(xi) and math.isfinite(yi)):
                 continue  # overflowed to inf in the remap: nothing drawable from here
-            if -r - 1 <= xi <= w + r and -r - 1 <= yi <= h + r:
+            if r > 0 and -r - 1 <= xi <= w + r and -r - 1 <= yi <= h + r:
                 _draw_disc(img, np.int64(xi), np.int64(yi), half)
             if i < b or closed:
                 j = i + 1 if i < b else a
                 xj = math.floor(pts[j, 0] + 0.5)
                 yj = math.floor(pts[j, 1] + 0.5)
-                ok, x1, y1, x2, y2 = _clip_float(xi, yi, xj, yj, lo_x, lo_y, hi_x, hi_y)
-                if ok and math.isfinite(xj) and math.isfinite(yj):
-                    _draw_quad(img, x1, y1, x2, y2, r, fx, fy, top, bot, x0, step, spans)
+                if not (math.isfinite(xj) and math.isfinite(yj)):
+                    continue
+                ok, x1, y1, x2, y2 = _clip_float(xi, yi, xj, yj, -big, -big, big, big)
+                if not ok:
+                    continue
+                x1, y1 = math.floor(x1 + 0.5), math.floor(y1 + 0.5)
+                x2, y2 = math.floor(x2 + 0.5), math.floor(y2 + 0.5)
+                ix1, iy1, ix2, iy2, ok = _clip_side(
+                    np.int64(x1) + margin, np.int64(y1) + margin,
+                    np.int64(x2) + margin, np.int64(y2) + margin,
+                    np.int64(w - 1) + 2 * margin, np.int64(h - 1) + 2 * margin,
+                )
+                if not ok:
+                    continue
+                if r == 0:  # one pixel wide: an 8-connected line
+                    _draw_thin(img, ix1 - margin, iy1 - margin, ix2 - margin, iy2 - margin)
+                else:
+                    _draw_quad(img, float(ix1 - margin), float(iy1 - margin),
+                               float(ix2 - margin), float(iy2 - margin),
+                               float(r), fx, fy, top, bot, x0, step, spans)
 
 
 @njit(nogil=True, cache=True)
@@ -324,25 +376,25 @@ def _remap_batch(lms, shift_y, scale, out):
 
 
 @njit(nogil=True, cache=True)
-def _sketch_serial(lms, shift_y, parts, scale, r, out):
+def _sketch_serial(lms, shift_y, parts, scale, r, margin, out):
     pts = np.empty((lms.shape[1], 2), dtype=np.float64)
     scratch = np.empty((6, 4), dtype=np.int64)
     spans = np.empty((2, out.shape[1]), dtype=np.int64)
-    half = _disc_table(r)
+    half = _disc_table(float(r))
     for n in range(lms.shape[0]):
         _remap_face(lms[n], shift_y, scale, pts)
-        _draw_face(out[n], pts, parts, r, half, scratch, spans)
+        _draw_face(out[n], pts, parts, r, margin, half, scratch, spans)
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def _sketch_parallel(lms, shift_y, parts, scale, r, out):
-    half = _disc_table(r)
+def _sketch_parallel(lms, shift_y, parts, scale, r, margin, out):
+    half = _disc_table(float(r))
     for n in prange(lms.shape[0]):
         pts = np.empty((lms.shape[1], 2), dtype=np.float64)
         scratch = np.empty((6, 4), dtype=np.int64)
         spans = np.empty((2, out.shape[1]), dtype=np.int64)
         _remap_face(lms[n], shift_y, scale, pts)
-        _draw_face(out[n], pts, parts, r, half, scratch, spans)
+        _draw_face(out[n], pts, parts, r, margin, half, scratch, spans)
 
 
 # --------------------------------------------------------------------------- validation
@@ -386,15 +438,25 @@ class DegenerateFaceError(ValueError):
         super().__init__(f"degenerate landmarks for face {face_index}: {why}")
 
 
-def _scale_and_radius(size: int, thickness: float) -> tuple[float, float]:
+def _scale_and_radius(size: int, thickness: float) -> tuple[float, int, int]:
+    """Scale factor, line radius and clip margin for a sketch of `size` px.
+
+    Thickness follows OpenCV (which drew the paper's figures): scaled with the canvas
+    and rounded to a whole pixel count t; a line then covers the pixels within
+    r = ceil(t / 2) of its axis (``cv2.line(..., 7)`` is 9 px wide), and t = 1 draws
+    a thin 8-connected line. Thick segments are clipped to the canvas grown by t px.
+    """
     if not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
-    if not thickness > 0:
-        raise ValueError(f"thickness must be > 0, got {thickness!r}")
+    if not (np.isfinite(thickness) and thickness > 0):
+        raise ValueError(f"thickness must be a finite number > 0, got {thickness!r}")
     scale = size / CANVAS
-    # OpenCV's convention, which the paper's drawings used: a line of odd thickness t
-    # covers the pixels within (t + 1) / 2 of its axis (cv2.line(..., 7) is 9 px wide).
-    return scale, 0.5 * (thickness + 1) * scale
+    t = max(1, int(round(thickness * scale)))
+    if t > size:
+        raise ValueError(f"thickness {thickness} is wider than a {size} px canvas")
+    if t == 1:  # thin lines are clipped to the canvas itself
+        return scale, 0, 0
+    return scale, (t + (t & 1)) // 2, t
 
 
 # --------------------------------------------------------------------------- public API
@@ -445,7 +507,7 @@ def sketch(
     check faces beforehand with ``remap`` in a try block if you need to skip them.
     """
     lms, single = _as_batch(landmarks)
-    scale, r = _scale_and_radius(size, thickness)
+    scale, r, margin = _scale_and_radius(size, thickness)
     shape = (lms.shape[0], size, size)
     if out is None:
         out = np.empty(shape, dtype=np.uint8)
@@ -458,7 +520,7 @@ def sketch(
     if parallel is None:
         parallel = lms.shape[0] >= PARALLEL_MIN_BATCH
     kernel = _sketch_parallel if parallel else _sketch_serial
-    kernel(lms, _SHIFT_Y, _PARTS, scale, r, target)
+    kernel(lms, _SHIFT_Y, _PARTS, scale, np.int64(r), np.int64(margin), target)
     return target[0] if single else out
 
 
