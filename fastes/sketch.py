@@ -108,9 +108,11 @@ def _clip_side(ax, ay, bx, by, right, bottom):
 def _draw_side(img, fax, fay, fbx, fby, right, bottom):
     """Step one quad side (16.16 fixed point) a pixel at a time along its major axis."""
     one = 65536
-    fax, fay, fbx, fby, visible = _clip_side(fax, fay, fbx, fby, right, bottom)
-    if not visible:
-        return
+    inside = (0 <= fax <= right and 0 <= fbx <= right and 0 <= fay <= bottom and 0 <= fby <= bottom)
+    if not inside:
+        fax, fay, fbx, fby, visible = _clip_side(fax, fay, fbx, fby, right, bottom)
+        if not visible:
+            return
     ex = fbx - fax
     ey = fby - fay
     if abs(ex) > abs(ey):
@@ -210,8 +212,9 @@ def _draw_quad(img, px, py, qx, qy, r, fx, fy, top, bot, x0, step, spans):
     bottom = np.int64(h) * one - 1
     for k in range(4):
         j = (k + 1) & 3
-        if k & 1 == 1:
-            # The short sides (across the end points) lie inside the caps: skip them.
+        if k & 1 == 1 and abs(fx[j] - fx[k]) > abs(fy[j] - fy[k]):
+            # Only the long shallow sides add pixels beyond the spans (the short ones lie
+            # inside the caps; a steep one rounds to the span ends).
             _draw_side(img, fx[k], fy[k], fx[j], fy[j], right, bottom)
         ka, kb = (k, j) if fy[k] <= fy[j] else (j, k)
         top[k] = (fy[ka] + (one >> 1)) >> 16
@@ -251,9 +254,7 @@ def _draw_quad(img, px, py, qx, qy, r, fx, fy, top, bot, x0, step, spans):
         if xl[i] <= xh[i]:
             a = max(np.int64(0), (xl[i] + half_px) >> 16)
             b = min(np.int64(w - 1), (xh[i] + half_px) >> 16)
-            row = img[y_lo + i]
-            for x in range(a, b + 1):
-                row[x] = 255
+            img[y_lo + i, a : b + 1] = 255
 
 
 @njit(nogil=True, cache=True)
@@ -349,18 +350,23 @@ def _draw_face(img, pts, parts, r, margin, half, scratch, spans):
                 yj = math.floor(pts[j, 1] + 0.5)
                 if not (math.isfinite(xj) and math.isfinite(yj)):
                     continue
-                ok, x1, y1, x2, y2 = _clip_float(xi, yi, xj, yj, -big, -big, big, big)
-                if not ok:
-                    continue
-                x1, y1 = math.floor(x1 + 0.5), math.floor(y1 + 0.5)
-                x2, y2 = math.floor(x2 + 0.5), math.floor(y2 + 0.5)
-                ix1, iy1, ix2, iy2, ok = _clip_side(
-                    np.int64(x1) + margin, np.int64(y1) + margin,
-                    np.int64(x2) + margin, np.int64(y2) + margin,
-                    np.int64(w - 1) + 2 * margin, np.int64(h - 1) + 2 * margin,
-                )
-                if not ok:
-                    continue
+                lo = -margin
+                if (lo <= xi <= w - 1 + margin and lo <= xj <= w - 1 + margin
+                        and lo <= yi <= h - 1 + margin and lo <= yj <= h - 1 + margin):
+                    # the common case: nothing to clip
+                    ix1, iy1 = np.int64(xi) + margin, np.int64(yi) + margin
+                    ix2, iy2 = np.int64(xj) + margin, np.int64(yj) + margin
+                else:
+                    ok, x1, y1, x2, y2 = _clip_float(xi, yi, xj, yj, -big, -big, big, big)
+                    if not ok:
+                        continue
+                    ix1, iy1, ix2, iy2, ok = _clip_side(
+                        np.int64(math.floor(x1 + 0.5)) + margin, np.int64(math.floor(y1 + 0.5)) + margin,
+                        np.int64(math.floor(x2 + 0.5)) + margin, np.int64(math.floor(y2 + 0.5)) + margin,
+                        np.int64(w - 1) + 2 * margin, np.int64(h - 1) + 2 * margin,
+                    )
+                    if not ok:
+                        continue
                 if r == 0:  # one pixel wide: an 8-connected line
                     _draw_thin(img, ix1 - margin, iy1 - margin, ix2 - margin, iy2 - margin)
                 else:

@@ -69,15 +69,14 @@ def test_remap_batch_matches_reference_bit_for_bit(sample_landmarks):
 
 
 # ----------------------------------------------------------------------------- sketch vs cv2
-def _compare_with_reference(lms: np.ndarray) -> list[float]:
+def _compare_with_reference(lms: np.ndarray, size: int = 250) -> list[float]:
     ious = []
     for lm in lms:
-        ours, ref = fastes.sketch(lm), sketch_reference(lm)
+        ours, ref = fastes.sketch(lm, size=size), sketch_reference(lm, size=size)
         ious.append(iou(ours, ref))
-        # At the canvas borders the two agree (clipping, no wrap-around) up to the odd
-        # pixel where a line leaves the canvas at an angle (see the README's notes).
+        # identical at the canvas borders: clipped as OpenCV clips, nothing wraps around
         for sl in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
-            assert (ours[sl] != ref[sl]).sum() <= 1
+            np.testing.assert_array_equal(ours[sl], ref[sl])
     return ious
 
 
@@ -86,11 +85,13 @@ def test_sketch_matches_cv2_polylines_on_bundled_faces(sample_landmarks):
     assert min(ious) >= 0.97
 
 
-def test_sketch_matches_cv2_polylines_on_shared_data(real_landmarks):
-    ious = _compare_with_reference(real_landmarks)
+@pytest.mark.parametrize("size", [250, 128, 64, 48])
+def test_sketch_matches_cv2_polylines_on_shared_data(real_landmarks, size):
+    ious = _compare_with_reference(real_landmarks, size)
     assert min(ious) >= 0.97, f"worst IoU {min(ious):.4f}"
-    # Most sketches are the reference exactly: the rasterizer follows OpenCV's rules.
-    assert np.mean([i == 1.0 for i in ious]) >= 0.8
+    # The rasterizer follows OpenCV's rules for thick (and, at 48 px, thin) lines,
+    # so nearly every sketch is the reference pixel for pixel.
+    assert np.mean([i == 1.0 for i in ious]) >= 0.95
 
 
 def test_sketch_is_the_papers_drawing():
@@ -134,14 +135,15 @@ def test_size_scales_the_whole_drawing(size):
     lm = frontal_face()
     s = fastes.sketch(lm, size=size)
     assert s.shape == (size, size) and set(np.unique(s)) == {0, 255}
-    # the drawing scales: downsample the 500-px sketch and compare with a direct one
-    big = fastes.sketch(lm, size=1000)
-    import cv2
-
-    small = cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA) > 127
-    assert iou(s, small) > 0.75
-    # ink covers the same fraction of the canvas at every size (within rasterization)
-    assert (s > 0).mean() == pytest.approx((big > 0).mean(), rel=0.35)
+    # every drawn point lands where the scaled remap puts it
+    pts = np.floor(fastes.remap(lm) * size / 250 + 0.5).astype(int)
+    for a, b, _ in PARTS:
+        for x, y in pts[a : b + 1]:
+            assert s[y, x] == 255
+    # the line width scales too (at small sizes OpenCV's whole-pixel rounding dominates)
+    if size >= 128:
+        big = fastes.sketch(lm, size=1000)
+        assert (s > 0).mean() == pytest.approx((big > 0).mean(), rel=0.3)
 
 
 def test_thickness_changes_line_width():

@@ -1,0 +1,95 @@
+"""Face front end: Haar on a small grey copy, crops, dlib landmarks; any input layout."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import fastes
+from fastes.face import CROP, FaceFinder, predictor_path
+
+
+def test_predictor_ships_with_the_install():
+    p = predictor_path()
+    assert p.is_file() and p.stat().st_size > 50_000_000
+
+
+def test_bundled_samples_have_one_face_each(finder, sample_paths):
+    for p in sample_paths:
+        faces = finder(fastes.read_image(p))
+        assert len(faces) == 1, p
+        x, y, w, h = faces.boxes[0]
+        assert w > 150 and h > 150  # a portrait: the face is large
+        assert faces.landmarks.shape == (1, 68, 2) and faces.landmarks.dtype == np.float32
+        lm = faces.image_landmarks()[0]
+        # eyes above the mouth, left eye left of the right one, all near the box
+        assert lm[36:42, 1].mean() < lm[48:60, 1].mean()
+        assert lm[36:42, 0].mean() < lm[42:48, 0].mean()
+        assert (lm[:, 0] > x - 0.2 * w).all() and (lm[:, 0] < x + 1.2 * w).all()
+
+
+def test_any_layout_gives_the_same_faces(finder, sample_paths):
+    bgr = fastes.read_image(sample_paths[0])
+    base = finder(bgr)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    variants = [
+        (grey, "bgr"),
+        (bgr[:, :, ::-1].copy(), "rgb"),
+        (np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]), "bgr"),
+        (bgr.astype(np.uint16) * 257, "bgr"),
+    ]
+    for img, order in variants:
+        got = finder(img, order=order)
+        np.testing.assert_array_equal(got.boxes, base.boxes)
+        np.testing.assert_allclose(got.landmarks, base.landmarks, atol=1.0)
+
+
+def test_no_face_is_an_empty_result(finder):
+    rng = np.random.default_rng(1)
+    for img in (np.zeros((480, 640), np.uint8), rng.integers(0, 256, (300, 300), dtype=np.uint8)):
+        faces = finder(img)
+        assert len(faces) == 0
+        assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 68, 2)
+        assert fastes.sketch(faces.landmarks).shape == (0, 250, 250)
+
+
+def test_several_faces_left_to_right(finder, sample_paths):
+    a = cv2.resize(fastes.read_image(sample_paths[0]), (300, 300))
+    b = cv2.resize(fastes.read_image(sample_paths[1]), (300, 300))
+    group = np.hstack([a, b, a])
+    faces = finder(group)
+    assert len(faces) == 3
+    assert (np.diff(faces.boxes[:, 0]) > 0).all()
+    assert faces.boxes[0, 0] < 300 <= faces.boxes[1, 0] < 600 <= faces.boxes[2, 0]
+
+
+def test_large_image_is_searched_downscaled(finder, sample_paths):
+    img = cv2.resize(fastes.read_image(sample_paths[2]), (2400, 2400))
+    faces = finder(img)
+    assert len(faces) == 1
+    assert faces.boxes[0, 2] > 600  # box in full-resolution coordinates
+
+
+def test_tight_crops_are_found_by_the_fine_pass(faces_dir, manifest):
+    """In-the-wild crops fill the frame; the padded second pass finds most of them."""
+    wild = [r for r in manifest if r["dataset"] == "wild"][:60]
+    fast_only, both = FaceFinder(fine_pass=False), FaceFinder()
+    n_fast = sum(len(fast_only(fastes.read_image(faces_dir / r["path"]))) > 0 for r in wild)
+    n_both = sum(len(both(fastes.read_image(faces_dir / r["path"]))) > 0 for r in wild)
+    assert n_both > n_fast
+    assert n_both >= 0.85 * len(wild)
+
+
+def test_crops_handle_boxes_past_the_edge(finder):
+    grey = np.tile(np.arange(100, dtype=np.uint8), (80, 1))
+    crops = finder.crops(grey, np.array([[-20, -10, 60, 60], [70, 50, 60, 60]]))
+    assert crops.shape == (2, CROP, CROP)
+    # replicated edge: the first crop's left part repeats column 0
+    assert crops[0, :, 0].max() == 0
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError):
+        FaceFinder(detect_size=10)
+    with pytest.raises(fastes.ImageError):
+        FaceFinder()(np.zeros((4, 4, 2), np.uint8))
