@@ -1,0 +1,70 @@
+"""Benchmarks run on one core unless a test says otherwise; ratios printed at the end.
+
+Run: python -m pytest benchmarks            (see README, "Performance")
+"""
+from __future__ import annotations
+
+import cv2
+import numba
+import numpy as np
+import pytest
+
+# Pairs (name, faster, slower, unit divisor) whose ratio is printed after the run.
+RATIOS = [
+    ("sketch batch vs cv2.polylines reference (per sketch)", "sketch_batch_1000_serial", "reference_cv2_per_sketch", (1000, 100)),
+    ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
+    ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
+]
+_results: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def one_core():
+    cv2.setNumThreads(1)
+    numba.set_num_threads(1)
+    yield
+
+
+@pytest.fixture
+def record():
+    def _record(name: str, benchmark) -> None:
+        _results[name] = benchmark.stats.stats.median
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _results:
+        return
+    tr = terminalreporter
+    tr.section("fastes: per-item medians and ratios (same run)")
+    for name, med in sorted(_results.items()):
+        tr.write_line(f"{name:40s} {med * 1e6:12.1f} us (whole call)")
+    for label, fast, slow, (nf, ns) in RATIOS:
+        if fast in _results and slow in _results:
+            f, s = _results[fast] / nf, _results[slow] / ns
+            tr.write_line(f"{label}: {f * 1e6:.2f} us vs {s * 1e6:.2f} us -> {s / f:.1f}x")
+
+
+@pytest.fixture(scope="session")
+def landmarks_1000() -> np.ndarray:
+    """1,000 real landmark sets: the bundled samples' faces, jittered by up to 2 px."""
+    from fastes import FaceFinder, read_image
+    from fastes.cli import sample_images
+
+    finder = FaceFinder()
+    base = np.concatenate([finder(read_image(p)).landmarks for p in sample_images()])
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(base), 1000)
+    return (base[idx] + rng.uniform(-2, 2, (1000, 68, 2))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def frame_640x480() -> np.ndarray:
+    """A 640x480 BGR frame with one face (a bundled sample, scaled to 400 px, on grey)."""
+    from fastes import read_image
+    from fastes.cli import sample_images
+
+    face = cv2.resize(read_image(sample_images()[0]), (400, 400), interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    frame[40:440, 120:520] = face
+    return frame
