@@ -113,32 +113,24 @@ def _draw_side(img, fax, fay, fbx, fby, right, bottom):
         fax, fay, fbx, fby, visible = _clip_side(fax, fay, fbx, fby, right, bottom)
         if not visible:
             return
+    shallow = abs(fbx - fax) > abs(fby - fay)
+    # Step from the end with the smaller major coordinate, one whole pixel at a time
+    # along the major axis; the minor coordinate moves by a truncated 16.16 increment.
+    if (fbx < fax) if shallow else (fby < fay):
+        fax, fay, fbx, fby = fbx, fby, fax, fay
+    _put(img, (fbx + (one >> 1)) >> 16, (fby + (one >> 1)) >> 16)  # the far end, always
     ex = fbx - fax
     ey = fby - fay
-    if abs(ex) > abs(ey):
-        if ex < 0:
-            fax, fay, fbx, fby, ex, ey = fbx, fby, fax, fay, -ex, -ey
-        _put(img, (fbx + (one >> 1)) >> 16, (fby + (one >> 1)) >> 16)  # the far end, always
-        step = _div_trunc(ey * one, ex | 1)
-        n = ex >> 16
-        x = fax + (one >> 1)
-        y = fay + (one >> 1)
-        for _ in range(n + 1):
-            _put(img, x >> 16, y >> 16)
-            x += one
-            y += step
+    if shallow:
+        sx, sy, n = one, _div_trunc(ey * one, ex | 1), ex >> 16
     else:
-        if ey < 0:
-            fax, fay, fbx, fby, ex, ey = fbx, fby, fax, fay, -ex, -ey
-        _put(img, (fbx + (one >> 1)) >> 16, (fby + (one >> 1)) >> 16)
-        step = _div_trunc(ex * one, ey | 1)
-        n = ey >> 16
-        x = fax + (one >> 1)
-        y = fay + (one >> 1)
-        for _ in range(n + 1):
-            _put(img, x >> 16, y >> 16)
-            x += step
-            y += one
+        sx, sy, n = _div_trunc(ex * one, ey | 1), one, ey >> 16
+    x = fax + (one >> 1)
+    y = fay + (one >> 1)
+    for _ in range(n + 1):
+        _put(img, x >> 16, y >> 16)
+        x += sx
+        y += sy
 
 
 @njit(nogil=True, cache=True)
