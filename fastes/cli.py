@@ -7,7 +7,6 @@ reported in one line; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from importlib import resources
