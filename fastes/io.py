@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "write_png_atomic"]
+__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "atomic_write", "write_png_atomic",
+           "write_text_atomic"]
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
 IMAGE_SUFFIXES = frozenset(
@@ -79,17 +80,27 @@ def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a PNG so that readers never see a half-written file (temp file + rename)."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temp file over ``path``: readers never see
+    a half-written file, and a failure leaves the old file (or none) in place."""
     p = Path(path)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise ImageError(f"{p}: PNG encoding failed")
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")  # same suffix: savers check it
     try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
+        write(str(tmp))
         os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a PNG atomically."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ImageError(f"{path}: PNG encoding failed")
+    atomic_write(path, lambda t: Path(t).write_bytes(buf.tobytes()))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(path, lambda t: Path(t).write_text(text, encoding="utf-8"))

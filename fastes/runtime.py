@@ -1,0 +1,163 @@
+"""Classify sketches with a model file: ``.tflite`` (LiteRT, no TensorFlow needed) or
+``.keras`` (needs the ``train`` extra).
+
+The TFLite interpreter comes from ``ai_edge_litert`` (numpy 2 compatible), else
+``tflite_runtime``, else ``tensorflow.lite``. Quantized inputs and outputs are scaled
+here, so callers always pass ``{0, 1}`` float sketches and get probabilities in the
+order of ``fastes.CLASSES``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import CLASSES
+
+__all__ = ["ModelError", "Classifier", "TFLiteClassifier", "KerasClassifier", "load_classifier",
+           "Ensemble", "interpreter_class"]
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used: missing, corrupt, or of the wrong shape."""
+
+
+def interpreter_class():
+    """The first TFLite ``Interpreter`` available: ai_edge_litert, tflite_runtime, tf.lite."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    except ImportError:
+        raise ModelError("no TFLite runtime found: pip install ai-edge-litert") from None
+
+
+class Classifier:
+    """A sketch classifier: ``input_size`` and ``predict(x (N, S, S, 1)) -> (N, 4)``."""
+
+    input_size: int
+    name: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict_landmarks(self, landmarks: np.ndarray) -> np.ndarray:
+        """Probabilities for ``(N, 68, 2)`` crop-space landmarks (sketches drawn here at
+        the model's input size)."""
+        from .train import render
+
+        return self.predict(render(landmarks, self.input_size))
+
+    __call__ = predict_landmarks
+
+
+class TFLiteClassifier(Classifier):
+    def __init__(self, path, threads: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        Interpreter = interpreter_class()
+        try:
+            self.interp = Interpreter(model_path=str(path), num_threads=threads or 1)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{path}: not a valid TFLite model ({e})") from None
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{path}: expected one input and one output, got {len(ins)} and {len(outs)}")
+        shape, oshape = ins[0]["shape"], outs[0]["shape"]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or oshape[-1] != len(CLASSES):
+            raise ModelError(f"{path}: expected input (N, S, S, 1) and output (N, {len(CLASSES)}), "
+                             f"got {tuple(shape)} and {tuple(oshape)}")
+        self.path, self.name = path, path.stem
+        self.input_size = int(shape[1])
+        self._in, self._out = ins[0], outs[0]
+        self._batch = int(shape[0])
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self.interp.resize_tensor_input(self._in["index"], [n, self.input_size, self.input_size, 1])
+            self.interp.allocate_tensors()
+            self._in = self.interp.get_input_details()[0]
+            self._out = self.interp.get_output_details()[0]
+            self._batch = n
+
+    def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        out = np.empty((len(x), len(CLASSES)), np.float32)
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            self._resize(len(xb))
+            dt = self._in["dtype"]
+            if dt != np.float32:  # quantized input: real = scale * (q - zero_point)
+                scale, zp = self._in["quantization"]
+                info = np.iinfo(dt)
+                xb = np.clip(np.round(xb / scale + zp), info.min, info.max).astype(dt)
+            self.interp.set_tensor(self._in["index"], xb)
+            self.interp.invoke()
+            y = self.interp.get_tensor(self._out["index"])
+            if self._out["dtype"] != np.float32:
+                scale, zp = self._out["quantization"]
+                y = scale * (y.astype(np.float32) - zp)
+            out[i:i + len(xb)] = y
+        return out
+
+
+class KerasClassifier(Classifier):
+    def __init__(self, path):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        try:
+            import keras
+
+            from . import nets  # noqa: F401  (registers the custom layers)
+        except ImportError:
+            raise ModelError(f"{path}: Keras models need the train extra (pip install 'fastes[train]'); "
+                             "or pass a .tflite model") from None
+        try:
+            self.model = keras.saving.load_model(path, compile=False)
+        except Exception as e:  # keras raises many types for bad files
+            raise ModelError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from None
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or self.model.output_shape[-1] != len(CLASSES):
+            raise ModelError(f"{path}: expected input (N, S, S, 1) and output (N, {len(CLASSES)}), "
+                             f"got {shape} and {self.model.output_shape}")
+        self.path, self.name, self.input_size = path, path.stem, int(shape[1])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0))
+
+
+class Ensemble(Classifier):
+    """The mean of several classifiers' probabilities (each at its own input size)."""
+
+    def __init__(self, members: list[Classifier]):
+        self.members = members
+        self.name = "ensemble"
+        self.input_size = max(m.input_size for m in members)
+
+    def predict_landmarks(self, landmarks):
+        return np.mean([m.predict_landmarks(landmarks) for m in self.members], axis=0)
+
+    __call__ = predict_landmarks
+
+
+def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
+    """A classifier from a ``.tflite`` or ``.keras`` file."""
+    p = Path(path)
+    if p.suffix == ".tflite":
+        return TFLiteClassifier(p, threads)
+    if p.suffix in (".keras", ".h5"):
+        return KerasClassifier(p)
+    raise ModelError(f"{p}: unknown model type (expected .tflite or .keras)")

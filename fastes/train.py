@@ -1,0 +1,368 @@
+"""Training on emotion sketches drawn on the fly from cached landmarks (``train`` extra).
+
+Sketches are cheap (microseconds each), so every epoch draws a fresh, augmented set at
+the network's own input size: small rotation, point jitter (which also moves the
+reference points, hence the normalization: a scale/shift augmentation for free) and a
+mirror with the 68-point index permutation. Nothing here re-runs the face front end.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import CLASSES
+from .io import atomic_write as _atomic
+from .sketch import sketch
+
+__all__ = [
+    "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
+    "TrainConfig", "train", "cross_validate",
+]
+
+POSED = ("jaffe", "ckplus", "fei", "london")
+
+# Index of each point's mirror image in the iBUG 68-point scheme.
+MIRROR = np.array(
+    list(range(16, -1, -1))                      # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap
+    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]     # nose
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes swap
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]     # outer mouth
+    + [64, 63, 62, 61, 60, 67, 66, 65]                     # inner mouth
+)
+
+
+@dataclass
+class FaceSet:
+    """Cached front-end results and labels for the rows of a manifest."""
+
+    paths: list
+    landmarks: np.ndarray  # (N, 68, 2) float32, 250x250 crop coordinates
+    found: np.ndarray      # (N,) bool: a face was detected
+    labels: np.ndarray     # (N,) int, index into CLASSES
+    subjects: np.ndarray   # (N,) str
+    groups: dict = field(default_factory=dict)  # column -> (N,) str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask) -> "FaceSet":
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        return FaceSet([self.paths[i] for i in idx], self.landmarks[idx], self.found[idx],
+                       self.labels[idx], self.subjects[idx], {k: v[idx] for k, v in self.groups.items()})
+
+    def save(self, path) -> None:
+        """Write to one ``.npz`` (landmarks and labels only, no images: shareable where
+        the images are not, e.g. to a training machine)."""
+        _atomic(path, lambda t: np.savez_compressed(
+            t, paths=np.array([str(p) for p in self.paths]), landmarks=self.landmarks, found=self.found,
+            labels=self.labels, subjects=self.subjects, **{f"group_{k}": v for k, v in self.groups.items()}))
+
+    @classmethod
+    def load(cls, path) -> "FaceSet":
+        z = np.load(path, allow_pickle=False)
+        groups = {k[6:]: z[k] for k in z.files if k.startswith("group_")}
+        return cls(z["paths"].tolist(), z["landmarks"], z["found"], z["labels"], z["subjects"], groups)
+
+    def digest(self) -> str:
+        """A hash of everything training sees (landmarks, labels, subjects)."""
+        h = hashlib.sha1()
+        for a in (self.landmarks, self.found, self.labels):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update("\n".join(self.subjects.tolist()).encode())
+        return h.hexdigest()[:16]
+
+
+def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None) -> FaceSet:
+    """Rows of ``manifest`` (default: the shared data's) whose ``dataset`` is in
+    ``datasets`` (``None``: all), with landmarks from the cache (computed when missing)."""
+    from .data import LandmarkCache, data_root, read_manifest
+
+    samples = read_manifest(manifest or data_root() / "faces" / "manifest.csv")
+    if datasets is not None:
+        samples = [s for s in samples if s.groups["dataset"] in datasets]
+    cache = cache or LandmarkCache()
+    found, _, _, lms = cache.get([s.path for s in samples], progress=progress)
+    groups = {c: np.array([s.groups[c] for s in samples]) for c in samples[0].groups} if samples else {}
+    return FaceSet([s.path for s in samples], lms, found, np.array([s.label for s in samples], dtype=np.int64),
+                   np.array([s.subject for s in samples]), groups)
+
+
+# --------------------------------------------------------------------------- inputs
+def augment(landmarks: np.ndarray, rng: np.random.Generator, rotate: float = 8.0,
+            jitter: float = 1.5, mirror: bool = True) -> np.ndarray:
+    """Randomly rotated (degrees, uniform ±``rotate``), jittered (Gaussian, px) and
+    mirrored (p = 0.5) copies of ``(N, 68, 2)`` crop-space landmarks."""
+    lm = np.array(landmarks, dtype=np.float64)
+    n = len(lm)
+    if mirror:
+        flip = rng.random(n) < 0.5
+        lm[flip] = lm[flip][:, MIRROR]
+        lm[flip, :, 0] = 249.0 - lm[flip, :, 0]
+    if rotate:
+        a = np.deg2rad(rng.uniform(-rotate, rotate, n))
+        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
+        centre = lm.mean(1, keepdims=True)
+        d = lm - centre
+        lm = centre + np.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
+    if jitter:
+        lm += rng.normal(0.0, jitter, lm.shape)
+    return lm.astype(np.float32)
+
+
+def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None) -> np.ndarray:
+    """Network input ``(N, size, size, 1)`` float32 in {0, 1}; rows without a face (or
+    with degenerate landmarks) are left blank."""
+    n = len(landmarks)
+    out = np.zeros((n, size, size), np.uint8)
+    ok = np.ones(n, bool) if found is None else np.asarray(found, bool).copy()
+    if ok.any():
+        try:
+            out[ok] = sketch(landmarks[ok], size=size)
+        except ValueError:  # a degenerate face: draw one by one, leave the bad ones blank
+            for i in np.flatnonzero(ok):
+                try:
+                    out[i] = sketch(landmarks[i], size=size)
+                except ValueError:
+                    pass
+    return (out[..., None] > 0).astype(np.float32)
+
+
+def load_mnist(root=None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test digits (``mnist/`` beside ``faces/`` in the shared data)."""
+    from .data import data_root
+
+    d = Path(root) if root else data_root() / "mnist"
+    with gzip.open(d / "t10k-images-idx3-ubyte.gz", "rb") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(d / "t10k-labels-idx1-ubyte.gz", "rb") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return x, y
+
+
+def mnist_inputs(x: np.ndarray, size: int) -> np.ndarray:
+    """Digits resized to ``size`` and binarized like sketches: ``(N, size, size, 1)``."""
+    import cv2
+
+    out = np.empty((len(x), size, size, 1), np.float32)
+    for i, d in enumerate(x):
+        out[i, ..., 0] = cv2.resize(d, (size, size), interpolation=cv2.INTER_LINEAR) > 127
+    return out
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    net: str = "vgg11"
+    size: int | None = None        # None: nets.DEFAULT_SIZE[net]
+    epochs: int = 60
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    augment: bool = True
+    pretrain: str = "none"          # none | mnist | wild
+    pretrain_epochs: int = 5
+    routings: int = 5               # CapsNet fine-tuning (pre-training uses 3)
+    dropout: float = 0.1            # before the classifier (VGG11, ResNet50)
+
+    def input_size(self) -> int:
+        from .nets import DEFAULT_SIZE
+        return self.size or DEFAULT_SIZE[self.net]
+
+
+def _compile(model, cfg: TrainConfig, steps: int, n_classes: int):
+    """Compile for training; returns the model that trains (CapsNet: raw lengths)."""
+    import keras
+
+    from .nets import margin_loss
+
+    sched = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps), alpha=0.02)
+    opt = keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay)
+    if model.name == "capsnet":
+        trainer = keras.Model(model.input, model.get_layer("lengths").output, name="capsnet_train")
+        trainer.compile(optimizer=opt, loss=margin_loss, metrics=["categorical_accuracy"])
+    else:
+        trainer = model
+        trainer.compile(optimizer=opt, loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    return trainer
+
+
+def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_classes: int = 4,
+        progress: bool = True, desc: str = "train", on_epoch=None, start_epoch: int = 0,
+        trainer=None) -> tuple[object, list[dict]]:
+    """Train ``model`` for ``epochs``; ``inputs(epoch)`` returns that epoch's ``(N, S, S, 1)``
+    array (fresh augmentation each epoch). One progress bar step per epoch.
+    ``on_epoch(epoch, trainer, history)`` runs after each (checkpoints)."""
+    import keras
+    from tqdm import tqdm
+
+    keras.utils.set_random_seed(cfg.seed)
+    steps = epochs * int(np.ceil(len(labels) / cfg.batch))
+    trainer = trainer or _compile(model, cfg, steps, n_classes)
+    onehot = np.eye(n_classes, dtype=np.float32)[labels]
+    history: list[dict] = []
+    bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=None if progress else True)
+    for ep in bar:
+        t0 = time.perf_counter()
+        h = trainer.fit(inputs(ep), onehot, batch_size=cfg.batch, epochs=1, verbose=0, shuffle=True)
+        rec = {"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
+               "accuracy": float(h.history["categorical_accuracy"][-1]), "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
+        if on_epoch:
+            on_epoch(ep, trainer, history)
+    return trainer, history
+
+
+def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
+    """A network pre-trained on MNIST digits (10 classes) or on wild-set sketches."""
+    from .nets import build
+
+    size = cfg.input_size()
+    kw = _net_kw(cfg, routings=3)
+    if cfg.pretrain == "mnist":
+        x, y = load_mnist()
+        x = mnist_inputs(x[:9000], size)  # the last 1,000 digits stay out (validation)
+        y = y[:9000]
+        model = build(cfg.net, size, n_classes=10, **kw)
+        fit(model, lambda ep: x, y, cfg, cfg.pretrain_epochs, n_classes=10, progress=progress,
+            desc="pretrain mnist")
+    elif cfg.pretrain == "wild":
+        wild = wild or load_faces(datasets=("wild",), progress=progress)
+        ok = wild.found
+        lms, y = wild.landmarks[ok], wild.labels[ok]
+        rng = np.random.default_rng(cfg.seed + 17)
+        model = build(cfg.net, size, n_classes=4, **kw)
+        fit(model, lambda ep: render(augment(lms, rng), size), y, cfg, cfg.pretrain_epochs,
+            progress=progress, desc="pretrain wild")
+    else:
+        raise ValueError(f"unknown pre-training {cfg.pretrain!r} (none, mnist, wild)")
+    return model
+
+
+def new_model(cfg: TrainConfig, progress: bool = True, wild: FaceSet | None = None):
+    """A network ready for fine-tuning: fresh, or with pre-trained weights transferred."""
+    from .nets import build, transfer
+
+    model = build(cfg.net, cfg.input_size(), **_net_kw(cfg))
+    if cfg.pretrain != "none":
+        transfer(_pretrained(cfg, progress, wild), model)
+    return model
+
+
+def inputs_fn(data: FaceSet, cfg: TrainConfig):
+    """Per-epoch input arrays: augmented from a seed that depends on the epoch only, so a
+    resumed run draws the same sketches as an uninterrupted one."""
+    size = cfg.input_size()
+    ok = data.found
+    lms = data.landmarks[ok]
+    fixed = render(lms, size)
+
+    def f(ep: int) -> np.ndarray:
+        if not cfg.augment:
+            return fixed
+        return render(augment(lms, np.random.default_rng((cfg.seed, ep))), size)
+    return f
+
+
+def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch, verbose=0))
+
+
+def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, resume: bool = False,
+          wild: FaceSet | None = None):
+    """Train one network on every row of ``data`` with a face. With ``out_dir``: a
+    checkpoint after each epoch (resumable), then ``model.keras``, ``history.json`` and
+    ``config.json``, each written atomically. Returns ``(model, history)``."""
+    import keras
+
+    from .nets import NormalizeLengths
+
+    y = data.labels[data.found]
+    out = Path(out_dir) if out_dir else None
+    ckpt = out / "checkpoint.keras" if out else None
+    state_file = out / "checkpoint.json" if out else None
+    start, history, trainer, model = 0, [], None, None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and ckpt and ckpt.exists() and state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state["config"] != cfg.__dict__:
+            raise ValueError(f"{out}: the checkpoint was made with other settings; "
+                             "use the same options or another --out")
+        trainer = keras.saving.load_model(ckpt, custom_objects=_custom_objects())
+        start, history = state["epoch"], state["history"]
+    if trainer is None:
+        model = new_model(cfg, progress, wild)
+    else:
+        model = trainer if trainer.name != "capsnet_train" else \
+            keras.Model(trainer.input, NormalizeLengths(name="probs")(trainer.output), name="capsnet")
+
+    def on_epoch(ep, tr, hist):
+        if out:
+            _atomic(ckpt, lambda p: tr.save(p))
+            _atomic(state_file, lambda p: Path(p).write_text(json.dumps(
+                {"epoch": ep + 1, "history": history + hist, "config": cfg.__dict__})))
+
+    trainer, hist = fit(model, inputs_fn(data, cfg), y, cfg, cfg.epochs, progress=progress,
+                        desc=f"train {cfg.net}", on_epoch=on_epoch, start_epoch=start, trainer=trainer)
+    history = history + hist
+    if out:
+        _atomic(out / "model.keras", lambda p: model.save(p))
+        _atomic(out / "history.json", lambda p: Path(p).write_text(json.dumps(history, indent=1)))
+        meta = {"config": cfg.__dict__, "input_size": cfg.input_size(), "classes": list(CLASSES),
+                "n_train": int(len(y)), "data_digest": data.digest(),
+                "train_seconds": float(sum(h["seconds"] for h in history))}
+        _atomic(out / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        for f in (ckpt, state_file):
+            f.unlink(missing_ok=True)
+    return model, history
+
+
+def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool = True,
+                   wild: FaceSet | None = None, folds: np.ndarray | None = None) -> dict:
+    """k-fold subject-disjoint cross-validation. Returns per-row probabilities (rows
+    without a face get NaN), the fold of each row and seconds per fold."""
+    from .data import subject_folds
+
+    folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
+    size = cfg.input_size()
+    probs = np.full((len(data), len(CLASSES)), np.nan, np.float32)
+    seconds, train_acc = [], []
+    pre = None
+    if cfg.pretrain != "none":  # pre-train once; every fold starts from these weights
+        pre = _pretrained(cfg, progress, wild)
+    for f in range(k):
+        t0 = time.perf_counter()
+        tr = data.subset(folds != f)
+        from .nets import build, transfer
+
+        model = build(cfg.net, size, **_net_kw(cfg))
+        if pre is not None:
+            transfer(pre, model)
+        _, hist = fit(model, inputs_fn(tr, cfg), tr.labels[tr.found], cfg, cfg.epochs, progress=progress,
+                      desc=f"{cfg.net} fold {f + 1}/{k}")
+        train_acc.append(hist[-1]["accuracy"])
+        te = (folds == f) & data.found
+        probs[te] = predict(model, render(data.landmarks[te], size))
+        seconds.append(time.perf_counter() - t0)
+    return {"probs": probs, "folds": folds, "seconds": seconds, "train_accuracy": train_acc}
+
+
+def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:
+    if cfg.net == "capsnet":
+        return {"routings": routings or cfg.routings}
+    return {"dropout": cfg.dropout}
+
+
+def _custom_objects() -> dict:
+    from . import nets
+    return {"margin_loss": nets.margin_loss}

@@ -1,0 +1,94 @@
+"""5-fold subject-disjoint cross-validation of the networks over the posed sets.
+
+    python tools/experiments.py --export DIR          # landmarks + labels -> DIR/*.npz
+    python tools/experiments.py RUN [RUN ...] --out results.jsonl [--faces DIR]
+
+A RUN is ``net:size:pretrain:epochs[:noaug][:key=value...]``, e.g. ``vgg11:64:mnist:40`` or
+``vgg11:48:none:60:dropout=0.1`` (keys: fields of ``fastes.train.TrainConfig``). Each run
+appends one JSON line: its config, the metrics of ``fastes.evaluate.metrics`` (missed
+faces wrong), seconds per fold and the Keras backend. Runs already in the output file
+are skipped (resumable). ``--faces DIR`` reads an ``--export`` made elsewhere, so this
+runs on a machine without the images (e.g. a GPU machine with the JAX backend).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_run(spec: str):
+    from fastes.train import TrainConfig
+
+    parts = spec.split(":")
+    net, size, pre, epochs = parts[:4]
+    cfg = TrainConfig(net=net, size=int(size), pretrain=pre, epochs=int(epochs),
+                      augment="noaug" not in parts[4:])
+    for kv in parts[4:]:
+        if "=" in kv:  # e.g. dropout=0.1, lr=3e-4
+            k, v = kv.split("=", 1)
+            setattr(cfg, k, type(getattr(cfg, k))(v))
+    return cfg
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*")
+    ap.add_argument("--out", default="results.jsonl")
+    ap.add_argument("--faces", help="folder with posed.npz and wild.npz from --export")
+    ap.add_argument("--export", help="write posed.npz and wild.npz into this folder and stop")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+
+    from fastes.train import FaceSet, cross_validate, load_faces
+    from fastes.evaluate import MISSED, metrics
+
+    if a.export:
+        d = Path(a.export)
+        d.mkdir(parents=True, exist_ok=True)
+        load_faces().save(d / "posed.npz")
+        load_faces(datasets=("wild",)).save(d / "wild.npz")
+        return 0
+    if a.faces:
+        posed = FaceSet.load(Path(a.faces) / "posed.npz")
+        wild = FaceSet.load(Path(a.faces) / "wild.npz") if (Path(a.faces) / "wild.npz").exists() else None
+    else:
+        posed, wild = load_faces(progress=not a.no_progress), None
+    out = Path(a.out)
+    done = set()
+    if out.exists():
+        done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
+    import keras
+
+    for spec in a.runs:
+        if spec in done:
+            print(f"{spec}: done already", flush=True)
+            continue
+        cfg = parse_run(spec)
+        if cfg.pretrain == "wild" and wild is None:
+            from fastes.train import load_faces as lf
+            wild = lf(datasets=("wild",), progress=not a.no_progress)
+        t0 = time.perf_counter()
+        cv = cross_validate(posed, cfg, progress=not a.no_progress, wild=wild)
+        ok = ~np.isnan(cv["probs"][:, 0])
+        pred = np.where(ok, np.nan_to_num(cv["probs"]).argmax(1), MISSED)
+        m = metrics(posed.labels, pred, posed.groups)
+        rec = {"run": spec, "config": cfg.__dict__, "backend": keras.backend.backend(),
+               "seconds": time.perf_counter() - t0, "fold_seconds": cv["seconds"],
+               "train_accuracy": cv["train_accuracy"],
+               "data_digest": posed.digest(), **m}
+        with open(out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"{spec}: accuracy {m['accuracy']:.3f} macro_f1 {m['macro_f1']:.3f} "
+              f"({rec['seconds']:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
