@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         rec = {"run": spec, "config": cfg.__dict__, "backend": keras.backend.backend(),
                "seconds": time.perf_counter() - t0, "fold_seconds": cv["seconds"],
                "train_accuracy": cv["train_accuracy"],
-               "data_digest": posed.digest(), **m}
+               "data_digest": posed.digest(), **m,
+               "probs": np.round(np.nan_to_num(cv["probs"], nan=-1), 4).tolist()}
         with open(out, "a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"{spec}: accuracy {m['accuracy']:.3f} macro_f1 {m['macro_f1']:.3f} "

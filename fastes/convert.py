@@ -1,0 +1,175 @@
+"""Keras -> TFLite conversion that checks itself (needs TensorFlow: the ``train`` extra).
+
+Quantization modes: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` (int8
+weights, float activations) and ``int8`` (full-integer post-training quantization,
+calibrated on real sketches; ``int8_io`` makes the input and output tensors int8 too).
+Only TFLite builtin ops are allowed, so the lightweight LiteRT runtime runs every model
+(CapsNet's routing included). Every conversion runs the Keras and the TFLite model on a
+held-out set and fails, writing nothing, when top-1 agreement is below a threshold.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ConversionError", "QUANTIZE", "convert", "sketch_sets", "run_tflite"]
+
+QUANTIZE = ("none", "fp16", "dynamic", "int8")
+# Calibration: 256 sketches. Sketch pixels are 0 or 1, so the input range is fixed; the
+# activations' ranges settle well before that (agreement measured at 64, 256 and 1,024
+# calibration sketches is in models/README.md). Drawn from posed and wild faces alike.
+N_CALIBRATION = 256
+
+
+class ConversionError(ValueError):
+    """The model cannot be converted, or the converted model disagrees with it."""
+
+
+def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, seed: int = 0):
+    """Calibration and verification sketches at ``size`` px from the landmark cache.
+
+    Calibration: ``n_calib`` faces from the posed and wild sets. Verification: ``n_verify``
+    wild faces (never used in training here) with their labels, disjoint from calibration.
+    Returns ``(x_calib, x_verify, y_verify)``.
+    """
+    from .train import load_faces, render
+
+    posed = load_faces(progress=False)
+    wild = load_faces(datasets=("wild",), progress=False)
+    rng = np.random.default_rng(seed)
+    wi = rng.permutation(np.flatnonzero(wild.found))
+    pi = rng.permutation(np.flatnonzero(posed.found))
+    ver = wi[:n_verify]
+    cal_w, cal_p = wi[n_verify:n_verify + n_calib // 2], pi[:n_calib - n_calib // 2]
+    x_cal = render(np.concatenate([wild.landmarks[cal_w], posed.landmarks[cal_p]]), size)
+    return x_cal, render(wild.landmarks[ver], size), wild.labels[ver]
+
+
+def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Run a TFLite model (bytes) on float inputs ``x``; quantized I/O scaled here."""
+    from .runtime import interpreter_class
+
+    it = interpreter_class()(model_content=content, num_threads=2)
+    inp = it.get_input_details()[0]
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = np.asarray(x[i:i + batch], np.float32)
+        it.resize_tensor_input(inp["index"], list(xb.shape))
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        out = it.get_output_details()[0]
+        if inp["dtype"] != np.float32:
+            s, z = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            xb = np.clip(np.round(xb / s + z), info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], xb)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            s, z = out["quantization"]
+            y = s * (y.astype(np.float32) - z)
+        outs.append(np.asarray(y, np.float32))
+    return np.concatenate(outs)
+
+
+def _load(model):
+    import keras
+
+    from . import nets  # noqa: F401  (custom layers)
+
+    if isinstance(model, keras.Model):
+        return model
+    p = Path(model)
+    if not p.is_file():
+        raise ConversionError(f"{p}: no such model file")
+    try:
+        return keras.saving.load_model(p, compile=False)
+    except Exception as e:
+        raise ConversionError(f"{p}: not a loadable Keras model ({type(e).__name__}: {e})") from None
+
+
+def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
+            calibration: np.ndarray | None = None, verify: np.ndarray | None = None,
+            labels: np.ndarray | None = None, min_agreement: float = 0.98) -> dict:
+    """Convert a Keras model (object or ``.keras`` path) with one image input to TFLite.
+
+    ``calibration`` (int8) and ``verify``: float input arrays; by default, sketches from
+    the landmark cache at the model's input size (models with ``(S, S, 1)`` input). With
+    ``labels`` for ``verify``, both accuracies are reported. Raises
+    :class:`ConversionError` (nothing written) when agreement < ``min_agreement``.
+    Returns a dict: ``bytes``, ``agreement``, ``keras_accuracy``, ``tflite_accuracy``,
+    ``size``, ``n_verify``; writes ``out`` atomically when given.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE:
+        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if int8_io and quantize != "int8":
+        raise ConversionError("int8 input/output needs --quantize int8")
+    m = _load(model)
+    if len(m.inputs) != 1 or len(m.outputs) != 1:
+        raise ConversionError(f"expected a model with one input and one output, got {len(m.inputs)} "
+                              f"and {len(m.outputs)}")
+    shape = tuple(m.inputs[0].shape)
+    if any(d is None for d in shape[1:]):
+        raise ConversionError(f"the input shape {shape} has unknown dimensions besides the batch; "
+                              "give the model a fixed input size")
+    if calibration is None or verify is None:
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
+            raise ConversionError(f"input {shape} is not a (N, S, S, 1) sketch: pass calibration and "
+                                  "verification arrays of your own (e.g. --calibration FILE.npy)")
+        xc, xv, yv = sketch_sets(int(shape[1]))
+        calibration = xc if calibration is None else calibration
+        if verify is None:
+            verify, labels = xv, yv
+    verify = np.asarray(verify, np.float32)
+    if verify.shape[1:] != shape[1:]:
+        raise ConversionError(f"verification inputs have shape {verify.shape[1:]}, the model wants {shape[1:]}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            m.export(tmp, format="tf_saved_model", verbose=False)
+        except Exception as e:
+            raise ConversionError(f"the model cannot be exported for conversion ({type(e).__name__}: {e})") from None
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
+        if quantize == "fp16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize == "int8":
+            cal = np.asarray(calibration, np.float32)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([cal[i:i + 1]] for i in range(len(cal)))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+        try:
+            content = conv.convert()
+        except Exception as e:
+            msg = str(e).strip().splitlines()
+            raise ConversionError("TFLite conversion failed (only builtin ops are allowed): "
+                                  + (msg[-1] if msg else type(e).__name__)) from None
+
+    ref = np.asarray(m.predict(verify, batch_size=128, verbose=0))
+    got = run_tflite(content, verify)
+    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
+    res = {"quantize": quantize, "int8_io": int8_io, "size": len(content), "n_verify": len(verify),
+           "agreement": agreement, "max_abs_diff": float(np.abs(ref - got).max())}
+    if labels is not None:
+        res["keras_accuracy"] = float((ref.argmax(1) == labels).mean())
+        res["tflite_accuracy"] = float((got.argmax(1) == labels).mean())
+    if agreement < min_agreement:
+        raise ConversionError(f"top-1 agreement {agreement:.3f} with the Keras model is below "
+                              f"{min_agreement:.3f}: nothing written")
+    if out:
+        from .io import atomic_write
+
+        atomic_write(out, lambda t: Path(t).write_bytes(content))
+    res["bytes"] = content
+    return res

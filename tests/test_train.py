@@ -1,0 +1,145 @@
+"""Training, conversion and evaluation end to end on a tiny model (seconds, runs in CI)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fastes import sketch
+from fastes.train import MIRROR, augment, render
+
+pytest.importorskip("keras")
+
+
+def _iou(a, b):
+    a, b = a > 0, b > 0
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+def test_mirror_permutation_is_an_involution_that_swaps_sides():
+    assert sorted(MIRROR) == list(range(68))
+    assert (MIRROR[MIRROR] == np.arange(68)).all()
+    assert MIRROR[0] == 16 and MIRROR[36] == 45 and MIRROR[48] == 54 and MIRROR[30] == 30
+
+
+def test_mirrored_landmarks_draw_the_mirrored_sketch(sample_landmarks):
+    lm = sample_landmarks[:3]
+    m = augment(lm, np.random.default_rng(0), rotate=0, jitter=0, mirror=True)
+    m = np.where(np.abs(m - lm).sum((1, 2), keepdims=True) > 0, m, augment(lm, np.random.default_rng(1), 0, 0))
+    for a, b in zip(lm, m):
+        if np.allclose(a, b):
+            continue
+        # remapped x' becomes 250 - x', the canvas flip maps column c to 249 - c: one px apart
+        flipped = np.roll(sketch(a)[:, ::-1], 1, axis=1)
+        assert _iou(sketch(b), flipped) > 0.9
+
+
+def test_augment_identity_and_seeded(sample_landmarks):
+    lm = sample_landmarks
+    same = augment(lm, np.random.default_rng(0), rotate=0, jitter=0, mirror=False)
+    np.testing.assert_allclose(same, lm, atol=1e-4)
+    a = augment(lm, np.random.default_rng(5))
+    b = augment(lm, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, lm)
+
+
+def test_render_blank_rows_for_missed_and_degenerate_faces(sample_landmarks):
+    lm = np.array(sample_landmarks[:3])
+    lm[2, 16] = lm[2, 0]  # x16 == x0: degenerate
+    x = render(lm, 32, found=np.array([True, False, True]))
+    assert x.shape == (3, 32, 32, 1) and x.dtype == np.float32
+    assert set(np.unique(x)) <= {0.0, 1.0}
+    assert x[0].sum() > 0 and x[1].sum() == 0 and x[2].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, faces_dir, manifest):
+    """A VGG11 at 32 px trained for 2 epochs on 24 London faces, through the CLI."""
+    from fastes.cli import main
+
+    d = tmp_path_factory.mktemp("tiny")
+    rows = [r for r in manifest if r["dataset"] == "london"]
+    rows = [r for r in rows if r["class4"] == "positive"][:12] + [r for r in rows if r["class4"] == "neutral"][:12]
+    with open(d / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "path": str(faces_dir / r["path"])})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FASTES_CACHE", str(d / "cache"))
+    rc = main(["train", "--net", "vgg11", "--size", "32", "--epochs", "2", "--manifest", str(d / "m.csv"),
+               "--datasets", "london", "--out", str(d / "run"), "--no-progress"])
+    assert rc == 0
+    yield d
+    mp.undo()
+
+
+def test_train_writes_model_history_config(tiny_run):
+    run = tiny_run / "run"
+    assert {p.name for p in run.iterdir()} == {"model.keras", "history.json", "config.json", "report.md"}
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["input_size"] == 32 and cfg["n_train"] == 24 and len(cfg["data_digest"]) == 16
+
+
+def test_train_refuses_to_overwrite(tiny_run, capsys):
+    from fastes.cli import main
+
+    rc = main(["train", "--net", "vgg11", "--out", str(tiny_run / "run"), "--manifest", str(tiny_run / "m.csv")])
+    assert rc == 2 and "exists" in capsys.readouterr().err
+
+
+def test_evaluate_keras_json_and_report(tiny_run):
+    from fastes.cli import main
+
+    out = tiny_run / "eval.json"
+    rc = main(["evaluate", str(tiny_run / "m.csv"), "--model", str(tiny_run / "run" / "model.keras"),
+               "--json", str(out), "--report", str(tiny_run / "rep"), "--no-progress"])
+    assert rc == 0
+    m = json.loads(out.read_text())
+    for key in ("n", "detected", "accuracy", "accuracy_detected", "macro_f1", "confusion", "per_group"):
+        assert key in m
+    assert m["n"] == 24 and np.array(m["confusion"]).sum() == m["detected"]
+    assert m["per_group"]["dataset"]["london"]["n"] == 24
+    assert {p.name for p in (tiny_run / "rep").iterdir()} == {"report.md", "confusion.png", "groups.png"}
+
+
+def test_convert_int8_io_and_run_with_litert(tiny_run):
+    from fastes.cli import main
+    from fastes.runtime import load_classifier
+    from fastes.train import FaceSet  # noqa: F401
+
+    cal = render(np.repeat(_landmarks(tiny_run), 4, axis=0), 32)
+    np.save(tiny_run / "cal.npy", cal)
+    out = tiny_run / "m.tflite"
+    rc = main(["convert", str(tiny_run / "run" / "model.keras"), "--out", str(out), "--quantize", "int8",
+               "--int8-io", "--calibration", str(tiny_run / "cal.npy"), "--min-agreement", "0"])
+    assert rc == 0 and out.stat().st_size > 0
+    clf = load_classifier(out)
+    assert clf.input_size == 32 and clf._in["dtype"] == np.int8
+    p = clf.predict(cal[:5])
+    assert p.shape == (5, 4) and np.allclose(p.sum(1), 1, atol=0.05)
+    # same numbers through the evaluate command as for the Keras model
+    rc = main(["evaluate", str(tiny_run / "m.csv"), "--model", str(out), "--json", str(tiny_run / "t.json"),
+               "--no-progress"])
+    assert rc == 0 and json.loads((tiny_run / "t.json").read_text())["n"] == 24
+
+
+def test_convert_refuses_on_disagreement(tiny_run, monkeypatch):
+    import fastes.convert as fc
+
+    cal = render(_landmarks(tiny_run), 32)
+    real = fc.run_tflite  # the converted model's answers, each moved to the next class
+    monkeypatch.setattr(fc, "run_tflite", lambda content, x: np.roll(real(content, x), 1, axis=1))
+    with pytest.raises(fc.ConversionError, match="agreement"):
+        fc.convert(tiny_run / "run" / "model.keras", tiny_run / "bad.tflite", "none", calibration=cal, verify=cal,
+                   min_agreement=1.0)
+    assert not (tiny_run / "bad.tflite").exists()
+
+
+def _landmarks(d):
+    from fastes.train import load_faces
+
+    return load_faces(d / "m.csv", datasets=None, progress=False).landmarks
