@@ -120,6 +120,41 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=None, help="TFLite threads (default 1)")
     ev.add_argument("--no-progress", action="store_true")
 
+    rn = sub.add_parser(
+        "run",
+        help="classify every face in images, folders and videos into a CSV/JSONL table",
+        description="Detect faces, place landmarks, draw sketches and classify them with a TFLite "
+        "model. One row per face: source, frame, timestamp (s), face index, box, label, confidence "
+        "and the 4 probabilities (optionally the 68 landmarks); a row with an error for each image "
+        "without a face or unreadable input, never dropped.",
+        epilog="Exit status: 0 all inputs read, 1 some input unreadable, 2 usage error.",
+    )
+    rn.add_argument("inputs", nargs="*", metavar="INPUT", help="images, folders (recursive) or videos")
+    rn.add_argument("--out", "-o", default="results.csv", metavar="FILE",
+                    help="results table, .csv or .jsonl (default results.csv)")
+    rn.add_argument("--model", "-m", default="default",
+                    help="shipped model name, 'ensemble', or a .tflite/.keras path (default: default)")
+    rn.add_argument("--webcam", type=int, metavar="N", help="read camera N instead of INPUT (Ctrl-C stops)")
+    rn.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
+    rn.add_argument("--landmarks", action="store_true", help="add the 68 landmarks (image coordinates) to each row")
+    rn.add_argument("--save-sketches", metavar="DIR", help="write each face's 250x250 sketch as PNG")
+    rn.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes, points and labels")
+    rn.add_argument("--resume", action="store_true", help="keep the rows of an existing --out and skip their inputs")
+    rn.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
+    rn.add_argument("--detect-size", type=int, default=160, metavar="PX", help="detector's working size (default 160)")
+    rn.add_argument("--no-progress", action="store_true")
+    rn.add_argument("--quiet", "-q", action="store_true")
+
+    dm = sub.add_parser(
+        "demo",
+        help="run the shipped model on the bundled London set samples",
+        description="Classify the faces in the 6 bundled London set images (CC BY 4.0, DeBruine & "
+        "Jones 2017) with the default model; print a table and write annotated images, sketches "
+        "and results.csv into --out.",
+    )
+    dm.add_argument("--out", "-o", default="fastes-demo", metavar="DIR", help="default ./fastes-demo")
+    dm.add_argument("--model", "-m", default="default")
+
     cv = sub.add_parser(
         "convert",
         help="convert a Keras model to TFLite (float, fp16, dynamic or full int8), verified",
@@ -152,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"sketch": cmd_sketch, "train": cmd_train, "evaluate": cmd_evaluate,
-                "convert": cmd_convert}[args.command](args)
+                "convert": cmd_convert, "run": cmd_run, "demo": cmd_demo}[args.command](args)
     except UsageError as e:
         print(f"fastes {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -308,6 +343,236 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         write_report(m, args.report, title=f"fastes evaluate: {', '.join(Path(p).name for p in args.model)}")
     return EXIT_OK
+
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+FIELDS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "label", "confidence",
+          *[f"p_{c}" for c in ("positive", "negative", "awe", "neutral")], "error"]
+
+
+def _frames(path: Path, every: int, webcam: int | None = None):
+    """(frame index, timestamp s, BGR frame) decoded lazily: memory stays flat."""
+    import cv2
+
+    cap = cv2.VideoCapture(webcam if webcam is not None else str(path))
+    if not cap.isOpened():
+        raise UsageError(f"cannot open camera {webcam}" if webcam is not None else
+                         f"{path}: cannot decode this video (unsupported codec or not a video)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    i = 0
+    try:
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if i % every == 0:
+                ok, frame = cap.retrieve()
+                if ok:
+                    yield i, (i / fps if fps > 0 else None), frame
+            i += 1
+    finally:
+        cap.release()
+
+
+class _Table:
+    """Rows written as they come to a temp file, renamed over --out at the end (also after
+    Ctrl-C), so the output is never half-written and --resume can continue."""
+
+    def __init__(self, out: Path, resume: bool, with_landmarks: bool):
+        import csv
+        import json
+
+        self.out, self.json = out, out.suffix.lower() == ".jsonl"
+        self.fields = FIELDS + (["landmarks"] if with_landmarks else [])
+        self.done: set[str] = set()
+        old = []
+        if resume and out.exists():
+            with open(out, newline="", encoding="utf-8") as f:
+                old = [json.loads(x) for x in f if x.strip()] if self.json else list(csv.DictReader(f))
+            self.done = {r["source"] for r in old}
+        self.tmp = out.with_name(f".{out.name}.{__import__('os').getpid()}.tmp")
+        self.f = open(self.tmp, "w", newline="", encoding="utf-8")
+        if not self.json:
+            self.w = csv.DictWriter(self.f, fieldnames=self.fields, extrasaction="ignore")
+            self.w.writeheader()
+        for r in old:
+            self.write(r)
+
+    def write(self, row: dict) -> None:
+        import json
+
+        if self.json:
+            self.f.write(json.dumps(row) + "\n")
+        else:
+            self.w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in row.items()})
+
+    def close(self) -> None:
+        import os
+
+        self.f.close()
+        os.replace(self.tmp, self.out)
+
+
+def _annotate(image, faces):
+    import cv2
+    import numpy as np
+
+    from .io import to_grey
+
+    vis = image.copy() if image.ndim == 3 and image.shape[2] == 3 else cv2.cvtColor(to_grey(image), cv2.COLOR_GRAY2BGR)
+    if vis.dtype != np.uint8:
+        vis = cv2.cvtColor(to_grey(image), cv2.COLOR_GRAY2BGR)
+    s = max(1, round(max(vis.shape[:2]) / 500))
+    for f in faces:
+        x, y, w, h = f.box
+        cv2.rectangle(vis, (x, y), (x + w, y + h), (0, 200, 0), s)
+        for px, py in np.round(f.landmarks).astype(int):
+            cv2.circle(vis, (int(px), int(py)), s, (0, 0, 255), -1)
+        cv2.putText(vis, f"{f.label} {f.confidence:.2f}", (x, max(12 * s, y - 4 * s)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * s, (0, 255, 255), s, cv2.LINE_AA)
+    return vis
+
+
+def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) -> tuple[int, list[dict]]:
+    """Shared by ``run`` and ``demo``: returns (exit status, rows of this run)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .face import FaceFinder
+    from .io import ImageError, read_image, write_png_atomic
+    from .pipeline import Pipeline
+    from .runtime import ModelError
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".jsonl"):
+        raise UsageError("--out must end in .csv or .jsonl")
+    if args.every < 1:
+        raise UsageError("--every must be >= 1")
+    try:
+        pipe = Pipeline(args.model, FaceFinder(detect_size=args.detect_size), threads=args.threads)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = _Table(out, args.resume, args.landmarks)
+    todo = [(p, r) for p, r in items if str(p) not in table.done]
+    if webcam is not None:
+        todo = [(Path(f"webcam{webcam}"), Path(f"webcam{webcam}"))]
+    sketch_dir = Path(args.save_sketches) if args.save_sketches else None
+    ann_dir = Path(args.annotate) if args.annotate else None
+    n_img = n_faces = n_noface = 0
+    failed: list[str] = []
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="input", disable=args.no_progress or len(todo) < 2 or None, file=sys.stderr)
+
+    def emit(source, frame, ts, image, rel):
+        nonlocal n_img, n_faces, n_noface
+        faces = pipe.run(image)
+        n_img += 1
+        base = {"source": source, "frame": frame, "timestamp": ts}
+        if not faces:
+            n_noface += 1
+            row = {**base, "face": None, "error": "no face found"}
+            table.write(row)
+            rows.append(row)
+        stem = rel.with_suffix("") if frame is None else rel.with_suffix("") / f"frame{frame:07d}"
+        for k, f in enumerate(faces):
+            x, y, w, h = f.box
+            row = {**base, "face": k, "x": x, "y": y, "w": w, "h": h, "label": f.label,
+                   "confidence": round(f.confidence, 4),
+                   **{f"p_{c}": round(float(p), 4) for c, p in zip(("positive", "negative", "awe", "neutral"), f.probs)},
+                   "error": ""}
+            if args.landmarks:
+                row["landmarks"] = np.round(f.landmarks, 2).tolist()
+            table.write(row)
+            rows.append(row)
+            n_faces += 1
+            if sketch_dir:
+                (sketch_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+                write_png_atomic(sketch_dir / f"{stem}_face{k}.png", f.sketch)
+        if ann_dir:
+            (ann_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+            write_png_atomic(ann_dir / f"{stem}.png", _annotate(image, faces))
+        bar.set_postfix(faces_per_s=f"{n_faces / max(1e-9, time.perf_counter() - t0):.1f}")
+
+    try:
+        for path, rel in todo:
+            if webcam is not None or path.suffix.lower() in VIDEO_SUFFIXES:
+                try:
+                    for i, ts, frame in _frames(path, args.every, webcam):
+                        emit(str(path), i, None if ts is None else round(ts, 3), frame, rel)
+                except UsageError as e:
+                    failed.append(str(path))
+                    row = {"source": str(path), "error": str(e)}
+                    table.write(row)
+                    tqdm.write(f"skipped: {e}", file=sys.stderr)
+            else:
+                try:
+                    image = read_image(path)
+                except ImageError as e:
+                    failed.append(str(path))
+                    table.write({"source": str(path), "error": str(e)})
+                    tqdm.write(f"skipped: {e}", file=sys.stderr)
+                else:
+                    emit(str(path), None, None, image, rel)
+            bar.update(1)
+    finally:
+        bar.close()
+        table.close()
+    dt = time.perf_counter() - t0
+    if not getattr(args, "quiet", False) or True:
+        print(f"{n_img} images/frames, {n_faces} faces, {n_noface} without a face, {len(failed)} errors; "
+              f"{dt:.2f} s, {n_faces / max(dt, 1e-9):.1f} faces/s; results in {out}"
+              + (f" ({len(table.done)} earlier inputs kept)" if table.done else ""), file=sys.stderr)
+    return (EXIT_FAILED if failed else EXIT_OK), rows
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.webcam is not None:
+        return _process(args, [], webcam=args.webcam)[0]
+    if not args.inputs:
+        raise UsageError("give INPUT files/folders/videos or --webcam N")
+    items = _collect_media(args.inputs)
+    if not items:
+        raise UsageError("no image or video files found in the given inputs")
+    return _process(args, items)[0]
+
+
+def _collect_media(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """Like collect_inputs, plus videos inside folders."""
+    out = collect_inputs(inputs)
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            out += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                    if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES]
+    return out
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .pipeline import model_path
+
+    out = Path(args.out)
+    ns = argparse.Namespace(out=str(out / "results.csv"), model=args.model, every=1, landmarks=False,
+                            save_sketches=str(out / "sketches"), annotate=str(out / "annotated"), resume=False,
+                            threads=1, detect_size=160, no_progress=True, quiet=False)
+    items = [(p, Path(p.name)) for p in sample_images()]
+    print("fastes demo: 6 London set images, CC BY 4.0: DeBruine & Jones (2017), Face Research Lab "
+          "London Set, doi:10.6084/m9.figshare.5047666.v5")
+    try:
+        print(f"model: {model_path(args.model).name}")
+    except Exception as e:
+        raise UsageError(str(e)) from None
+    rc, rows = _process(ns, items)
+    print(f"{'image':<28} {'face':>4} {'label':<9} {'conf':>5}  {'pos':>5} {'neg':>5} {'awe':>5} {'neu':>5}")
+    for r in rows:
+        if r.get("error"):
+            print(f"{Path(r['source']).name:<28}    -  {r['error']}")
+            continue
+        print(f"{Path(r['source']).name:<28} {r['face']:>4} {r['label']:<9} {r['confidence']:>5.2f}  "
+              + " ".join(f"{r['p_' + c]:>5.2f}" for c in ("positive", "negative", "awe", "neutral")))
+    print(f"wrote {out / 'results.csv'}, {out / 'annotated'}/, {out / 'sketches'}/")
+    return rc
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -1,0 +1,115 @@
+"""The product: Pipeline API, `fastes run` on images/folders/videos, `fastes demo`."""
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import fastes
+from fastes.cli import main, sample_images
+from fastes.pipeline import shipped_models
+from fastes.runtime import ModelError
+
+pytestmark = pytest.mark.skipif(not shipped_models(), reason="no shipped model in models/")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return fastes.Pipeline()
+
+
+def test_run_on_a_path_array_rgb_and_pil(pipe):
+    path = sample_images()[0]
+    faces = pipe.run(path)
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.label in fastes.CLASSES and f.probs.shape == (4,)
+    assert abs(f.probs.sum() - 1) < 0.05 and f.confidence == pytest.approx(f.probs.max())
+    img = cv2.imread(str(path))
+    x, y, w, h = f.box
+    assert 0 <= x < x + w <= img.shape[1] and 0 <= y < y + h <= img.shape[0]
+    assert f.landmarks.shape == (68, 2) and (f.landmarks[:, 0] > x - w).all()
+    assert f.sketch.shape == (250, 250) and set(np.unique(f.sketch)) == {0, 255}
+    rgb = fastes.Pipeline(order="rgb").run(img[..., ::-1])
+    assert rgb[0].box == f.box
+    np.testing.assert_allclose(rgb[0].probs, f.probs, atol=1e-6)
+    from PIL import Image
+
+    assert pipe.run(Image.open(path))[0].box == f.box
+
+
+def test_no_face_and_lazy_batches(pipe):
+    assert pipe.run(np.full((200, 200, 3), 127, np.uint8)) == []
+    gen = pipe.run_batch(iter(sample_images()[:2]))
+    assert hasattr(gen, "__next__")
+    assert [len(r) for r in gen] == [1, 1]
+
+
+def test_model_not_found():
+    with pytest.raises(ModelError, match="not found"):
+        fastes.Pipeline(model="no_such_model")
+
+
+def _table(path):
+    if path.suffix == ".jsonl":
+        return [json.loads(x) for x in path.read_text().splitlines()]
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_run_folder_rows_for_every_input_and_resume(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for p in sample_images()[:2]:
+        (src / "sub" / p.name).write_bytes(p.read_bytes())
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cv2.imwrite(str(src / "blank.png"), np.zeros((120, 160), np.uint8))
+    out = tmp_path / "r.csv"
+    rc = main(["run", str(src), "--out", str(out), "--annotate", str(tmp_path / "ann"),
+               "--save-sketches", str(tmp_path / "sk"), "--no-progress"])
+    assert rc == 1  # an unreadable input
+    rows = _table(out)
+    assert len(rows) == 4
+    by = {Path(r["source"]).name: r for r in rows}
+    assert by["blank.png"]["error"] == "no face found"
+    assert by["broken.jpg"]["error"]
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 2 and all(r["label"] in fastes.CLASSES for r in good)
+    assert len(list((tmp_path / "sk" / "sub").glob("*_face0.png"))) == 2
+    assert (tmp_path / "ann" / "sub").is_dir()
+    # --resume keeps the earlier rows and processes nothing twice
+    rc = main(["run", str(src), "--out", str(out), "--resume", "--no-progress"])
+    assert len(_table(out)) == 4
+
+
+def test_cli_run_video_every_n_frames_jsonl(tmp_path):
+    img = cv2.imread(str(sample_images()[0]))
+    img = cv2.resize(img, (320, 320))
+    vid = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    for _ in range(10):
+        w.write(img)
+    w.release()
+    out = tmp_path / "v.jsonl"
+    assert main(["run", str(vid), "--every", "3", "--out", str(out), "--landmarks", "--no-progress"]) == 0
+    rows = _table(out)
+    assert [r["frame"] for r in rows] == [0, 3, 6, 9]
+    assert rows[1]["timestamp"] == pytest.approx(0.3)
+    assert np.array(rows[0]["landmarks"]).shape == (68, 2)
+
+
+def test_cli_run_usage_errors(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "r.txt"), str(sample_images()[0])]) == 2
+    assert main(["run", str(tmp_path / "missing_folder_only")]) in (1, 2)
+    assert main(["run", str(sample_images()[0]), "--model", "nope", "--out", str(tmp_path / "r.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "CC BY 4.0" in out and "london_001_happiness.jpg" in out
+    assert len(_table(tmp_path / "d" / "results.csv")) == 6
+    assert len(list((tmp_path / "d" / "annotated").glob("*.png"))) == 6
