@@ -14,6 +14,8 @@ RATIOS = [
     ("sketch batch vs cv2.polylines reference (per sketch)", "sketch_batch_1000_serial", "reference_cv2_per_sketch", (1000, 100)),
     ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
+    *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
+      for n in ("vgg11", "capsnet", "resnet50")],
 ]
 _results: dict[str, float] = {}
 

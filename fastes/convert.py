@@ -50,7 +50,7 @@ def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, se
 
 def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """Run a TFLite model (bytes) on float inputs ``x``; quantized I/O scaled here."""
-    from .runtime import interpreter_class
+    from .runtime import dequantize_output, interpreter_class, quantize_input
 
     it = interpreter_class()(model_content=content, num_threads=2)
     inp = it.get_input_details()[0]
@@ -61,17 +61,9 @@ def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
         it.allocate_tensors()
         inp = it.get_input_details()[0]
         out = it.get_output_details()[0]
-        if inp["dtype"] != np.float32:
-            s, z = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            xb = np.clip(np.round(xb / s + z), info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], xb)
+        it.set_tensor(inp["index"], quantize_input(xb, inp))
         it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            s, z = out["quantization"]
-            y = s * (y.astype(np.float32) - z)
-        outs.append(np.asarray(y, np.float32))
+        outs.append(dequantize_output(it.get_tensor(out["index"]), out))
     return np.concatenate(outs)
 
 

@@ -127,16 +127,7 @@ class LandmarkCache:
         os.replace(tmp, self.file)
 
     def _compute(self, path: Path) -> tuple:
-        from .io import ImageError, read_image
-
-        try:
-            faces = self.finder(read_image(path))
-        except ImageError:
-            return (False, -1, np.zeros(4, np.int32), np.zeros((68, 2), np.float32))
-        if len(faces) == 0:
-            return (False, 0, np.zeros(4, np.int32), np.zeros((68, 2), np.float32))
-        k = int(np.argmax(faces.boxes[:, 2] * faces.boxes[:, 3]))  # the largest face
-        return (True, len(faces), faces.boxes[k], faces.landmarks[k])
+        return largest_face(self.finder, path)
 
     def get(self, paths, progress: bool = True):
         """Return ``found`` (N,), ``n_faces`` (N,; -1 unreadable), ``boxes`` (N, 4) and
@@ -161,6 +152,21 @@ class LandmarkCache:
             np.array([x[2] for x in e], dtype=np.int32).reshape(-1, 4),
             np.array([x[3] for x in e], dtype=np.float32).reshape(-1, 68, 2),
         )
+
+
+def largest_face(finder, path) -> tuple:
+    """``(found, n_faces, box, landmarks)`` of the largest face in the image at ``path``
+    (``n_faces`` -1: unreadable). Labelled images hold one person: the largest face."""
+    from .io import ImageError, read_image
+
+    try:
+        faces = finder(read_image(path))
+    except ImageError:
+        return (False, -1, np.zeros(4, np.int32), np.zeros((68, 2), np.float32))
+    if len(faces) == 0:
+        return (False, 0, np.zeros(4, np.int32), np.zeros((68, 2), np.float32))
+    k = int(np.argmax(faces.boxes[:, 2] * faces.boxes[:, 3]))
+    return (True, len(faces), faces.boxes[k], faces.landmarks[k])
 
 
 def subject_folds(subjects, labels, k: int = 5, seed: int = 0) -> np.ndarray:

@@ -172,21 +172,12 @@ def evaluate_manifest(manifest, classifier, cache: bool = True, progress: bool =
 def _front_end(paths, finder, progress):
     from tqdm import tqdm
 
+    from .data import largest_face
     from .face import FaceFinder
-    from .io import ImageError, read_image
 
     finder = finder or FaceFinder()
-    found = np.zeros(len(paths), bool)
-    lms = np.zeros((len(paths), 68, 2), np.float32)
-    for i, p in enumerate(tqdm(paths, desc="faces", unit="img", disable=None if progress else True)):
-        try:
-            faces = finder(read_image(p))
-        except ImageError:
-            continue
-        if len(faces):
-            k = int(np.argmax(faces.boxes[:, 2] * faces.boxes[:, 3]))
-            found[i], lms[i] = True, faces.landmarks[k]
-    return found, lms
+    res = [largest_face(finder, p) for p in tqdm(paths, desc="faces", unit="img", disable=None if progress else True)]
+    return np.array([r[0] for r in res], bool), np.array([r[3] for r in res], np.float32).reshape(-1, 68, 2)
 
 
 def dump_json(m: dict, path) -> None:

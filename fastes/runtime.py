@@ -42,6 +42,23 @@ def interpreter_class():
         raise ModelError("no TFLite runtime found: pip install ai-edge-litert") from None
 
 
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float inputs to the tensor's type: ``q = round(x / scale + zero_point)``, clipped."""
+    if detail["dtype"] == np.float32:
+        return np.asarray(x, np.float32)
+    scale, zp = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(detail["dtype"])
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor's values as floats: ``scale * (q - zero_point)``."""
+    if detail["dtype"] == np.float32:
+        return np.asarray(y, np.float32)
+    scale, zp = detail["quantization"]
+    return scale * (y.astype(np.float32) - zp)
+
+
 class Classifier:
     """A sketch classifier: ``input_size`` and ``predict(x (N, S, S, 1)) -> (N, 4)``."""
 
@@ -98,18 +115,9 @@ class TFLiteClassifier(Classifier):
         for i in range(0, len(x), batch):
             xb = x[i:i + batch]
             self._resize(len(xb))
-            dt = self._in["dtype"]
-            if dt != np.float32:  # quantized input: real = scale * (q - zero_point)
-                scale, zp = self._in["quantization"]
-                info = np.iinfo(dt)
-                xb = np.clip(np.round(xb / scale + zp), info.min, info.max).astype(dt)
-            self.interp.set_tensor(self._in["index"], xb)
+            self.interp.set_tensor(self._in["index"], quantize_input(xb, self._in))
             self.interp.invoke()
-            y = self.interp.get_tensor(self._out["index"])
-            if self._out["dtype"] != np.float32:
-                scale, zp = self._out["quantization"]
-                y = scale * (y.astype(np.float32) - zp)
-            out[i:i + len(xb)] = y
+            out[i:i + len(xb)] = dequantize_output(self.interp.get_tensor(self._out["index"]), self._out)
         return out
 
 
