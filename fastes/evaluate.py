@@ -54,10 +54,12 @@ def metrics(y_true, y_pred, groups: dict | None = None, n_classes: int = len(CLA
         predicted = int(conf[:, c].sum())
         p, r = _safe_div(tp, predicted), _safe_div(tp, support)
         per_class[CLASSES[c] if n_classes == len(CLASSES) else str(c)] = {
-            "support": support, "missed": int((~det & (y_true == c)).sum()),
+            "support": support, "missed": int((~det & (y_true == c)).sum()), "predicted": predicted,
             "precision": p, "recall": r, "f1": _safe_div(2 * p * r, p + r),
         }
-    present = [v for v in per_class.values() if v["support"] > 0]
+    # macro averages over the classes that occur in the truth or the predictions (as
+    # scikit-learn does): a class predicted but never true counts with F1 = 0
+    present = [v for v in per_class.values() if v["support"] > 0 or v["predicted"] > 0]
     out = {
         "n": int(len(y_true)),
         "detected": int(det.sum()),

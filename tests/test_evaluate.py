@@ -14,7 +14,7 @@ def test_metrics_hand_computed():
     pc = m["per_class"]
     assert (pc["positive"]["precision"], pc["positive"]["recall"]) == (0.5, 0.5)
     assert (pc["negative"]["precision"], pc["negative"]["recall"]) == (0.5, 1.0)
-    assert pc["awe"] == {"support": 1, "missed": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert pc["awe"] == {"support": 1, "missed": 1, "predicted": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     assert (pc["neutral"]["precision"], pc["neutral"]["recall"]) == (1.0, 0.5)
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0 + 2 / 3) / 4)
 
@@ -29,6 +29,13 @@ def test_metrics_per_group_counts_missed_as_wrong():
     assert set(m["per_group"]["age"]) == {"20-29", "40-49", "unknown"}
     assert m["per_group"]["age"]["20-29"]["accuracy"] == 0.5
     assert "gender" not in m["per_group"]  # no values at all: left out
+
+
+def test_macro_average_counts_classes_predicted_but_absent():
+    # truth has only positive; one face predicted awe: awe's F1 (0) enters the macro mean
+    m = metrics([0, 0, 0, 0], [0, 0, 0, 2])
+    assert m["per_class"]["positive"]["f1"] == pytest.approx(2 * 0.75 / 1.75)
+    assert m["macro_f1"] == pytest.approx((2 * 0.75 / 1.75 + 0.0) / 2)
 
 
 def test_metrics_perfect_and_shape_errors():
