@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 class UsageError(Exception):
@@ -28,16 +29,17 @@ def sample_images() -> list[Path]:
 def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     """Expand files and folders (recursive) into ``(file, name relative to its root)``.
 
-    Folders contribute files with image suffixes; files named explicitly are always
+    Folders contribute image files, recognized by suffix or by content; files named explicitly are always
     tried, whatever their suffix, so a mislabelled file is reported, not skipped.
     """
-    from .io import IMAGE_SUFFIXES
+    from .io import looks_like_image
 
     out: list[tuple[Path, Path]] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() not in VIDEO_SUFFIXES
+                           and looks_like_image(f))
             out.extend((f, f.relative_to(p)) for f in files)
         else:
             out.append((p, Path(p.name)))  # missing files are reported when read
@@ -136,6 +138,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="shipped model name, 'ensemble', or a .tflite/.keras path (default: default)")
     rn.add_argument("--webcam", type=int, metavar="N", help="read camera N instead of INPUT (Ctrl-C stops)")
     rn.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
+    rn.add_argument("--smooth", type=float, default=0.0, metavar="A",
+                    help="videos: smooth each tracked face's probabilities over frames, "
+                    "p = A * previous + (1 - A) * current (0 = off, the default; try 0.6)")
     rn.add_argument("--landmarks", action="store_true", help="add the 68 landmarks (image coordinates) to each row")
     rn.add_argument("--save-sketches", metavar="DIR", help="write each face's 250x250 sketch as PNG")
     rn.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes, points and labels")
@@ -345,8 +350,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-FIELDS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "label", "confidence",
+FIELDS = ["source", "frame", "timestamp", "face", "track", "x", "y", "w", "h", "label", "confidence",
           *[f"p_{c}" for c in ("positive", "negative", "awe", "neutral")], "error"]
 
 
@@ -440,7 +444,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
 
     from .face import FaceFinder
     from .io import ImageError, read_image, write_png_atomic
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, Tracker
     from .runtime import ModelError
 
     out = Path(args.out)
@@ -448,6 +452,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         raise UsageError("--out must end in .csv or .jsonl")
     if args.every < 1:
         raise UsageError("--every must be >= 1")
+    if not 0 <= getattr(args, "smooth", 0.0) < 1:
+        raise UsageError("--smooth must be in [0, 1)")
     try:
         pipe = Pipeline(args.model, FaceFinder(detect_size=args.detect_size), threads=args.threads)
     except ModelError as e:
@@ -465,9 +471,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="input", disable=args.no_progress or len(todo) < 2 or None, file=sys.stderr)
 
-    def emit(source, frame, ts, image, rel):
+    def emit(source, frame, ts, image, rel, tracker=None):
         nonlocal n_img, n_faces, n_noface
         faces = pipe.run(image)
+        tracks = tracker.update(faces) if tracker is not None else [None] * len(faces)
         n_img += 1
         base = {"source": source, "frame": frame, "timestamp": ts}
         if not faces:
@@ -478,7 +485,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         stem = rel.with_suffix("") if frame is None else rel.with_suffix("") / f"frame{frame:07d}"
         for k, f in enumerate(faces):
             x, y, w, h = f.box
-            row = {**base, "face": k, "x": x, "y": y, "w": w, "h": h, "label": f.label,
+            row = {**base, "face": k, "track": tracks[k], "x": x, "y": y, "w": w, "h": h, "label": f.label,
                    "confidence": round(f.confidence, 4),
                    **{f"p_{c}": round(float(p), 4) for c, p in zip(("positive", "negative", "awe", "neutral"), f.probs)},
                    "error": ""}
@@ -498,9 +505,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     try:
         for path, rel in todo:
             if webcam is not None or path.suffix.lower() in VIDEO_SUFFIXES:
+                tracker = Tracker(getattr(args, "smooth", 0.0))
                 try:
                     for i, ts, frame in _frames(path, args.every, webcam):
-                        emit(str(path), i, None if ts is None else round(ts, 3), frame, rel)
+                        emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, tracker)
                 except UsageError as e:
                     failed.append(str(path))
                     row = {"source": str(path), "error": str(e)}

@@ -11,13 +11,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "atomic_write", "write_png_atomic",
+__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "looks_like_image", "atomic_write",
+           "write_png_atomic",
            "write_text_atomic"]
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .png .bmp .dib .tif .tiff .webp .pgm .ppm .pbm .pnm .jp2 .sr .ras".split()
 )
+
+
+# Leading bytes of the formats above, for files whose name does not say what they are.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"P1", b"P2", b"P3",
+          b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP  ")
+
+
+def looks_like_image(path: str | os.PathLike) -> bool:
+    """True when the suffix is an image suffix or the first bytes are an image header
+    (JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP): folders are scanned by content too."""
+    p = Path(path)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(p, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 class ImageError(ValueError):

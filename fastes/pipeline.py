@@ -25,7 +25,7 @@ from .face import FaceFinder
 from .io import read_image
 from .sketch import sketch as draw_sketch
 
-__all__ = ["Face", "Pipeline", "shipped_models", "model_path", "DEFAULT_MODEL"]
+__all__ = ["Face", "Pipeline", "Tracker", "shipped_models", "model_path", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "vgg11_int8"
 
@@ -137,3 +137,51 @@ class Pipeline:
         """``run`` over an iterable, lazily: one result list per input, in order."""
         for image in images:
             yield self.run(image)
+
+
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
+class Tracker:
+    """Face tracks across video frames, with optional smoothing of probabilities.
+
+    A face continues the previous frame's track whose box overlaps it most (IoU >=
+    ``min_iou``, each track used once); otherwise it starts a new track. With ``alpha``
+    > 0 each track's probabilities are smoothed exponentially,
+    ``p = alpha * p_previous + (1 - alpha) * p_now``, which steadies labels that flicker
+    between frames at the cost of ~1 / (1 - alpha) frames of lag. A track not seen in a
+    frame ends.
+    """
+
+    def __init__(self, alpha: float = 0.0, min_iou: float = 0.3):
+        self.alpha, self.min_iou = alpha, min_iou
+        self._prev: list[tuple[int, tuple, np.ndarray]] = []
+        self._next = 0
+
+    def update(self, faces: list[Face]) -> list[int]:
+        """Track ids for ``faces`` (their ``probs`` are smoothed in place)."""
+        ids, now, used = [], [], set()
+        for f in faces:
+            best, best_iou = None, self.min_iou
+            for j, (tid, box, probs) in enumerate(self._prev):
+                iou = _iou(f.box, box)
+                if j not in used and iou >= best_iou:
+                    best, best_iou = j, iou
+            if best is None:
+                tid = self._next
+                self._next += 1
+            else:
+                used.add(best)
+                tid, _, prev = self._prev[best]
+                if self.alpha > 0:
+                    f.probs = self.alpha * prev + (1 - self.alpha) * f.probs
+            ids.append(tid)
+            now.append((tid, f.box, f.probs))
+        self._prev = now
+        return ids

@@ -93,11 +93,13 @@ def test_cli_run_video_every_n_frames_jsonl(tmp_path):
         w.write(img)
     w.release()
     out = tmp_path / "v.jsonl"
-    assert main(["run", str(vid), "--every", "3", "--out", str(out), "--landmarks", "--no-progress"]) == 0
+    assert main(["run", str(vid), "--every", "3", "--out", str(out), "--landmarks", "--smooth", "0.6",
+                 "--no-progress"]) == 0
     rows = _table(out)
     assert [r["frame"] for r in rows] == [0, 3, 6, 9]
     assert rows[1]["timestamp"] == pytest.approx(0.3)
     assert np.array(rows[0]["landmarks"]).shape == (68, 2)
+    assert {r["track"] for r in rows} == {0}  # one face followed through the clip
 
 
 def test_cli_run_usage_errors(tmp_path, capsys):
@@ -113,3 +115,28 @@ def test_demo(tmp_path, capsys):
     assert "CC BY 4.0" in out and "london_001_happiness.jpg" in out
     assert len(_table(tmp_path / "d" / "results.csv")) == 6
     assert len(list((tmp_path / "d" / "annotated").glob("*.png"))) == 6
+
+
+def test_tracker_keeps_ids_and_smooths():
+    from fastes.pipeline import Face, Tracker
+
+    def face(x, p):
+        return Face((x, 10, 50, 50), np.zeros((68, 2)), np.array(p, float), np.zeros((68, 2)))
+
+    t = Tracker(alpha=0.5)
+    assert t.update([face(0, [1, 0, 0, 0]), face(200, [0, 1, 0, 0])]) == [0, 1]
+    f = face(5, [0, 0, 1, 0])
+    assert t.update([face(205, [0, 1, 0, 0]), f]) == [1, 0]   # matched by overlap, not order
+    np.testing.assert_allclose(f.probs, [0.5, 0, 0.5, 0])
+    assert f.label in ("positive", "awe")
+    assert t.update([face(400, [0, 0, 0, 1])]) == [2]          # no overlap: a new track
+
+
+def test_folders_are_scanned_by_content(tmp_path):
+    from fastes.cli import collect_inputs
+
+    img = sample_images()[0]
+    (tmp_path / "photo_without_suffix").write_bytes(img.read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image")
+    names = [rel.name for _, rel in collect_inputs([str(tmp_path)])]
+    assert names == ["photo_without_suffix"]
