@@ -471,6 +471,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="input", disable=args.no_progress or len(todo) < 2 or None, file=sys.stderr)
 
+    video_out: dict = {}  # the annotated video being written, per source
+
     def emit(source, frame, ts, image, rel, tracker=None):
         nonlocal n_img, n_faces, n_noface
         faces = pipe.run(image)
@@ -497,9 +499,21 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             if sketch_dir:
                 (sketch_dir / stem).parent.mkdir(parents=True, exist_ok=True)
                 write_png_atomic(sketch_dir / f"{stem}_face{k}.png", f.sketch)
-        if ann_dir:
+        if ann_dir and frame is None:
             (ann_dir / stem).parent.mkdir(parents=True, exist_ok=True)
             write_png_atomic(ann_dir / f"{stem}.png", _annotate(image, faces))
+        elif ann_dir:  # video input: an annotated video (MJPG .avi: every OpenCV build writes it)
+            if source not in video_out:
+                import cv2
+
+                target = ann_dir / rel.with_suffix(".avi")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.stem}.{__import__('os').getpid()}.tmp.avi")
+                h, w = image.shape[:2]
+                fps = 25.0 / args.every
+                video_out[source] = (cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h)), tmp, target)
+            vis = _annotate(image, faces)
+            video_out[source][0].write(vis)
         bar.set_postfix(faces_per_s=f"{n_faces / max(1e-9, time.perf_counter() - t0):.1f}")
 
     try:
@@ -507,8 +521,14 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             if webcam is not None or path.suffix.lower() in VIDEO_SUFFIXES:
                 tracker = Tracker(getattr(args, "smooth", 0.0))
                 try:
-                    for i, ts, frame in _frames(path, args.every, webcam):
-                        emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, tracker)
+                    try:
+                        for i, ts, frame in _frames(path, args.every, webcam):
+                            emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, tracker)
+                    finally:
+                        if str(path) in video_out:
+                            writer, tmp, target = video_out.pop(str(path))
+                            writer.release()
+                            __import__("os").replace(tmp, target)
                 except UsageError as e:
                     failed.append(str(path))
                     row = {"source": str(path), "error": str(e)}
@@ -547,13 +567,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _collect_media(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """Like collect_inputs, plus videos inside folders."""
-    out = collect_inputs(inputs)
+    """Every file of the given folders (recursive; hidden files skipped) and every file
+    named: ``run`` reports each one — an image, a video, or a row saying why not."""
+    out: list[tuple[Path, Path]] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
             out += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
-                    if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES]
+                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)]
+        else:
+            out.append((p, Path(p.name)))
     return out
 
 

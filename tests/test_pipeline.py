@@ -65,22 +65,48 @@ def test_cli_run_folder_rows_for_every_input_and_resume(tmp_path):
     for p in sample_images()[:2]:
         (src / "sub" / p.name).write_bytes(p.read_bytes())
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (src / "truncated.jpg").write_bytes(sample_images()[1].read_bytes()[:5000])
+    (src / "notes.txt").write_text("not an image")
     cv2.imwrite(str(src / "blank.png"), np.zeros((120, 160), np.uint8))
     out = tmp_path / "r.csv"
     rc = main(["run", str(src), "--out", str(out), "--annotate", str(tmp_path / "ann"),
                "--save-sketches", str(tmp_path / "sk"), "--no-progress"])
-    assert rc == 1  # an unreadable input
+    assert rc == 1  # unreadable inputs
     rows = _table(out)
-    assert len(rows) == 4
     by = {Path(r["source"]).name: r for r in rows}
+    assert set(by) == {"blank.png", "broken.jpg", "truncated.jpg", "notes.txt", *[p.name for p in sample_images()[:2]]}
+    assert len(rows) == 6  # one row per input (each sample has one face)
     assert by["blank.png"]["error"] == "no face found"
-    assert by["broken.jpg"]["error"]
-    good = [r for r in rows if not r["error"]]
-    assert len(good) == 2 and all(r["label"] in fastes.CLASSES for r in good)
+    assert by["broken.jpg"]["error"] and by["notes.txt"]["error"] and "truncated.jpg" in by
+    good = [r for r in rows if r["label"]]
+    assert all(r["label"] in fastes.CLASSES for r in good) and len(good) >= 2
     assert len(list((tmp_path / "sk" / "sub").glob("*_face0.png"))) == 2
     assert (tmp_path / "ann" / "sub").is_dir()
     # --resume keeps the earlier rows and processes nothing twice
     rc = main(["run", str(src), "--out", str(out), "--resume", "--no-progress"])
+    assert len(_table(out)) == 6
+
+
+def test_cli_run_interrupted_keeps_complete_rows_only(tmp_path, monkeypatch):
+    import fastes.pipeline as fp
+
+    calls = {"n": 0}
+    real = fp.Pipeline.run
+
+    def run_then_interrupt(self, image):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, image)
+
+    monkeypatch.setattr(fp.Pipeline, "run", run_then_interrupt)
+    out = tmp_path / "r.csv"
+    assert main(["run", *map(str, sample_images()[:4]), "--out", str(out), "--no-progress"]) == 130
+    rows = _table(out)
+    assert [Path(r["source"]).name for r in rows] == [p.name for p in sample_images()[:2]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]  # no temp file left
+    monkeypatch.undo()
+    assert main(["run", *map(str, sample_images()[:4]), "--out", str(out), "--resume", "--no-progress"]) == 0
     assert len(_table(out)) == 4
 
 
@@ -100,6 +126,11 @@ def test_cli_run_video_every_n_frames_jsonl(tmp_path):
     assert rows[1]["timestamp"] == pytest.approx(0.3)
     assert np.array(rows[0]["landmarks"]).shape == (68, 2)
     assert {r["track"] for r in rows} == {0}  # one face followed through the clip
+    assert main(["run", str(vid), "--every", "5", "--out", str(tmp_path / "v2.csv"), "--annotate",
+                 str(tmp_path / "ann"), "--no-progress"]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2  # frames 0 and 5, annotated
+    cap.release()
 
 
 def test_cli_run_usage_errors(tmp_path, capsys):
