@@ -41,6 +41,11 @@ def pytest_terminal_summary(terminalreporter):
     tr.section("fastes: per-item medians and ratios (same run)")
     for name, med in sorted(_results.items()):
         tr.write_line(f"{name:40s} {med * 1e6:12.1f} us (whole call)")
+    if "pipeline_frame_640x480" in _results:
+        tr.write_line(f"640x480 one-face frames, one core: {1 / _results['pipeline_frame_640x480']:.1f} frames/s")
+    if "pipeline_london_6_images" in _results:
+        tr.write_line(f"London images (600x600, decode included), one core: "
+                      f"{6 / _results['pipeline_london_6_images']:.1f} images/s")
     for label, fast, slow, (nf, ns) in RATIOS:
         if fast in _results and slow in _results:
             f, s = _results[fast] / nf, _results[slow] / ns

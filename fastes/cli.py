@@ -289,8 +289,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.size is not None and not 16 <= args.size <= 512:
         raise UsageError("--size must be between 16 and 512")
     out = Path(args.out)
-    if (out / "model.keras").exists() and not args.resume:
-        raise UsageError(f"{out / 'model.keras'} exists; choose another --out (or delete it)")
+    if (out / "model.keras").exists() and not (args.resume and (out / "checkpoint.json").exists()):
+        raise UsageError(f"{out / 'model.keras'} exists (training finished); choose another --out")
     datasets = None if args.datasets == "all" else tuple(args.datasets.split(","))
     try:
         data = load_faces(args.manifest, datasets=datasets, progress=not args.no_progress)

@@ -91,6 +91,31 @@ def test_train_refuses_to_overwrite(tiny_run, capsys):
     assert rc == 2 and "exists" in capsys.readouterr().err
 
 
+def test_train_resumes_after_an_interruption(tiny_run, monkeypatch):
+    import fastes.train as ft
+    from fastes.cli import main
+
+    real, calls = ft.render, {"n": 0}
+
+    def render_then_interrupt(*a, **k):  # call 1: fixed inputs, 2: epoch 1, 3: epoch 2
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft, "render", render_then_interrupt)
+    args = ["train", "--net", "capsnet", "--size", "24", "--epochs", "3", "--manifest", str(tiny_run / "m.csv"),
+            "--datasets", "london", "--out", str(tiny_run / "res"), "--no-progress"]
+    assert main(args) == 130
+    state = json.loads((tiny_run / "res" / "checkpoint.json").read_text())
+    assert state["epoch"] == 1 and not (tiny_run / "res" / "model.keras").exists()
+    monkeypatch.setattr(ft, "render", real)
+    assert main(args + ["--resume"]) == 0
+    hist = json.loads((tiny_run / "res" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert not (tiny_run / "res" / "checkpoint.json").exists()
+
+
 def test_evaluate_keras_json_and_report(tiny_run):
     from fastes.cli import main
 
