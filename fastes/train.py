@@ -328,9 +328,12 @@ def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, 
 
 
 def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool = True,
-                   wild: FaceSet | None = None, folds: np.ndarray | None = None) -> dict:
-    """k-fold subject-disjoint cross-validation. Returns per-row probabilities (rows
-    without a face get NaN), the fold of each row and seconds per fold."""
+                   wild: FaceSet | None = None, folds: np.ndarray | None = None,
+                   test_folds=None) -> dict:
+    """k-fold subject-disjoint cross-validation (or the given ``folds``; only
+    ``test_folds`` are held out in turn, default all). Returns per-row probabilities
+    (NaN for rows without a face or never held out), the fold of each row and seconds
+    per fold."""
     from .data import subject_folds
 
     folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
@@ -340,7 +343,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     pre = None
     if cfg.pretrain != "none":  # pre-train once; every fold starts from these weights
         pre = _pretrained(cfg, progress, wild)
-    for f in range(k):
+    for f in (range(k) if test_folds is None else test_folds):
         t0 = time.perf_counter()
         tr = data.subset(folds != f)
         from .nets import build, transfer
