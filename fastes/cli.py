@@ -7,6 +7,7 @@ reported in one line; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from importlib import resources
@@ -182,8 +183,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines are noise here
     parser = _build_parser()
     args = parser.parse_args(argv)  # argparse exits with 2 on usage errors
@@ -394,7 +393,7 @@ class _Table:
             with open(out, newline="", encoding="utf-8") as f:
                 old = [json.loads(x) for x in f if x.strip()] if self.json else list(csv.DictReader(f))
             self.done = {r["source"] for r in old}
-        self.tmp = out.with_name(f".{out.name}.{__import__('os').getpid()}.tmp")
+        self.tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         self.f = open(self.tmp, "w", newline="", encoding="utf-8")
         if not self.json:
             self.w = csv.DictWriter(self.f, fieldnames=self.fields, extrasaction="ignore")
@@ -411,8 +410,6 @@ class _Table:
             self.w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in row.items()})
 
     def close(self) -> None:
-        import os
-
         self.f.close()
         os.replace(self.tmp, self.out)
 
@@ -508,7 +505,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
 
                 target = ann_dir / rel.with_suffix(".avi")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.stem}.{__import__('os').getpid()}.tmp.avi")
+                tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.avi")
                 h, w = image.shape[:2]
                 fps = 25.0 / args.every
                 video_out[source] = (cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h)), tmp, target)
@@ -528,7 +525,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
                         if str(path) in video_out:
                             writer, tmp, target = video_out.pop(str(path))
                             writer.release()
-                            __import__("os").replace(tmp, target)
+                            os.replace(tmp, target)
                 except UsageError as e:
                     failed.append(str(path))
                     row = {"source": str(path), "error": str(e)}
@@ -548,10 +545,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         bar.close()
         table.close()
     dt = time.perf_counter() - t0
-    if not getattr(args, "quiet", False) or True:
-        print(f"{n_img} images/frames, {n_faces} faces, {n_noface} without a face, {len(failed)} errors; "
-              f"{dt:.2f} s, {n_faces / max(dt, 1e-9):.1f} faces/s; results in {out}"
-              + (f" ({len(table.done)} earlier inputs kept)" if table.done else ""), file=sys.stderr)
+    # the summary line is printed even with --quiet, as in `fastes sketch`
+    print(f"{n_img} images/frames, {n_faces} faces, {n_noface} without a face, {len(failed)} errors; "
+          f"{dt:.2f} s, {n_faces / max(dt, 1e-9):.1f} faces/s; results in {out}"
+          + (f" ({len(table.done)} earlier inputs kept)" if table.done else ""), file=sys.stderr)
     return (EXIT_FAILED if failed else EXIT_OK), rows
 
 

@@ -180,9 +180,3 @@ def _front_end(paths, finder, progress):
     finder = finder or FaceFinder()
     res = [largest_face(finder, p) for p in tqdm(paths, desc="faces", unit="img", disable=None if progress else True)]
     return np.array([r[0] for r in res], bool), np.array([r[3] for r in res], np.float32).reshape(-1, 68, 2)
-
-
-def dump_json(m: dict, path) -> None:
-    from .io import write_text_atomic
-
-    write_text_atomic(path, json.dumps(m, indent=1))
