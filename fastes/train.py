@@ -248,13 +248,16 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
     return model
 
 
-def new_model(cfg: TrainConfig, progress: bool = True, wild: FaceSet | None = None):
-    """A network ready for fine-tuning: fresh, or with pre-trained weights transferred."""
+def new_model(cfg: TrainConfig, progress: bool = True, wild: FaceSet | None = None, pre=None):
+    """A network ready for fine-tuning: fresh, or with pre-trained weights transferred
+    (from ``pre`` when given, else pre-trained here as ``cfg.pretrain`` says)."""
     from .nets import build, transfer
 
     model = build(cfg.net, cfg.input_size(), **_net_kw(cfg))
-    if cfg.pretrain != "none":
-        transfer(_pretrained(cfg, progress, wild), model)
+    if pre is None and cfg.pretrain != "none":
+        pre = _pretrained(cfg, progress, wild)
+    if pre is not None:
+        transfer(pre, model)
     return model
 
 
@@ -346,11 +349,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     for f in (range(k) if test_folds is None else test_folds):
         t0 = time.perf_counter()
         tr = data.subset(folds != f)
-        from .nets import build, transfer
-
-        model = build(cfg.net, size, **_net_kw(cfg))
-        if pre is not None:
-            transfer(pre, model)
+        model = new_model(cfg, pre=pre)
         _, hist = fit(model, inputs_fn(tr, cfg), tr.labels[tr.found], cfg, cfg.epochs, progress=progress,
                       desc=f"{cfg.net} fold {f + 1}/{k}")
         train_acc.append(hist[-1]["accuracy"])
