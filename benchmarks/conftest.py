@@ -14,10 +14,13 @@ RATIOS = [
     ("sketch batch vs cv2.polylines reference (per sketch)", "sketch_batch_1000_serial", "reference_cv2_per_sketch", (1000, 100)),
     ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
+    ("BlazeFace vs Haar (160-px copy), 640x480", "detect_blazeface_640x480", "detect_haar_640x480", (1, 1)),
+    ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
       for n in ("vgg11", "capsnet", "resnet50")],
 ]
 _results: dict[str, float] = {}
+_found: dict[str, int] = {}  # faces found per synthetic group image, by detector
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +28,11 @@ def one_core():
     cv2.setNumThreads(1)
     numba.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def found():
+    return _found
 
 
 @pytest.fixture
@@ -46,6 +54,8 @@ def pytest_terminal_summary(terminalreporter):
     if "pipeline_london_6_images" in _results:
         tr.write_line(f"London images (600x600, decode included), one core: "
                       f"{6 / _results['pipeline_london_6_images']:.1f} images/s")
+    for k, v in _found.items():
+        tr.write_line(f"faces found, {k} (1920x1080 collage): {v}")
     for label, fast, slow, (nf, ns) in RATIOS:
         if fast in _results and slow in _results:
             f, s = _results[fast] / nf, _results[slow] / ns

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastes
-from fastes.face import FAST_PASS, FaceFinder
+from fastes.detect import FAST_PASS
+from fastes.face import FaceFinder
 from fastes.sketch import sketch_reference
 
 
@@ -56,14 +57,14 @@ def grey_640x480(frame_640x480):
 
 
 def test_haar_full_640x480(benchmark, record, grey_640x480):
-    finder = FaceFinder(detect_size=640, fine_pass=False)
+    finder = FaceFinder("haar", detect_size=640, fine_pass=False)
     assert len(finder.detect(grey_640x480)) == 1
     benchmark(finder.detect, grey_640x480)
     record("haar_full_640x480", benchmark)
 
 
 def test_haar_downscaled_640x480(benchmark, record, grey_640x480):
-    finder = FaceFinder(detect_size=FAST_PASS.size)
+    finder = FaceFinder("haar", detect_size=FAST_PASS.size)
     assert len(finder.detect(grey_640x480)) == 1
     benchmark(finder.detect, grey_640x480)
     record("haar_downscaled_640x480", benchmark)
@@ -76,13 +77,14 @@ def test_dlib_landmarks_per_crop(benchmark, record, grey_640x480):
     record("dlib_landmarks_per_crop", benchmark)
 
 
-def test_image_to_sketch_640x480_one_face(benchmark, record, frame_640x480):
+@pytest.mark.parametrize("detector", ["blazeface", "haar"])
+def test_image_to_sketch_640x480_one_face(benchmark, record, frame_640x480, detector):
     """Decoded BGR frame -> grey -> detect -> crop -> landmarks -> sketch, one face."""
-    finder = FaceFinder()
+    finder = FaceFinder(detector)
 
     def run():
         return fastes.sketch(finder(frame_640x480).landmarks)
 
     assert run().shape == (1, 250, 250)
     benchmark(run)
-    record("image_to_sketch_640x480", benchmark)
+    record(f"image_to_sketch_640x480_{detector}", benchmark)

@@ -13,6 +13,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from .detect import DETECTORS
+from .face import DEFAULT_DETECTOR, FaceFinder
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -74,8 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--size", type=int, default=250, help="sketch size in px; the drawing scales with it (default 250)")
     sk.add_argument("--thickness", type=float, default=7, help="line thickness at 250 px, OpenCV's convention (default 7)")
     sk.add_argument("--landmarks", action="store_true", help="also write <stem>_landmarks.png: the input with boxes and the 68 points drawn")
-    sk.add_argument("--detect-size", type=int, default=160, metavar="PX",
-                    help="long side of the grey copy the detector searches (default 160); raise it for small faces in large images")
+    _detector_args(sk)
     sk.add_argument("--no-progress", action="store_true", help="no progress bar")
     sk.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
 
@@ -121,6 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", metavar="DIR", help="write report.md with confusion and per-group charts")
     ev.add_argument("--no-cache", action="store_true", help="run the front end afresh (no landmark cache)")
     ev.add_argument("--threads", type=int, default=None, help="TFLite threads (default 1)")
+    _detector_args(ev)
     ev.add_argument("--no-progress", action="store_true")
 
     rn = sub.add_parser(
@@ -147,7 +150,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes, points and labels")
     rn.add_argument("--resume", action="store_true", help="keep the rows of an existing --out and skip their inputs")
     rn.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
-    rn.add_argument("--detect-size", type=int, default=160, metavar="PX", help="detector's working size (default 160)")
+    _detector_args(rn)
     rn.add_argument("--no-progress", action="store_true")
     rn.add_argument("--quiet", "-q", action="store_true")
 
@@ -182,6 +185,24 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                   help=f"face detector (default {DEFAULT_DETECTOR}): blazeface = MediaPipe's short-range "
+                   "model (fast, finds tight crops), blazeface-full = its full-range model (smaller faces), "
+                   "blazeface-group = full range plus a 2x2 tile search (up to ~16 faces per image), "
+                   "haar = the paper's cascade")
+    p.add_argument("--detect-size", type=int, default=160, metavar="PX",
+                   help="haar only: long side of the grey copy the cascade searches (default 160); "
+                   "raise it for small faces in large images")
+
+
+def _finder(args: argparse.Namespace):
+    """The front end the detector options ask for (usage errors for bad values)."""
+    if args.detect_size < 32:
+        raise UsageError(f"--detect-size must be >= 32, got {args.detect_size}")
+    return FaceFinder(args.detector, detect_size=args.detect_size)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines are noise here
     parser = _build_parser()
@@ -210,7 +231,6 @@ def cmd_sketch(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .face import FaceFinder
     from .io import ImageError, read_image, to_grey, write_png_atomic
     from .sketch import DegenerateFaceError, sketch
 
@@ -218,8 +238,7 @@ def cmd_sketch(args: argparse.Namespace) -> int:
         raise UsageError(f"--size must be >= 8, got {args.size}")
     if not args.thickness > 0:
         raise UsageError(f"--thickness must be > 0, got {args.thickness}")
-    if args.detect_size < 32:
-        raise UsageError(f"--detect-size must be >= 32, got {args.detect_size}")
+    finder = _finder(args)
     if args.inputs:
         items = collect_inputs(args.inputs)
     else:
@@ -234,7 +253,6 @@ def cmd_sketch(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    finder = FaceFinder(detect_size=args.detect_size)
     n_faces = n_noface = 0
     failed: list[str] = []
     taken: set[Path] = set()
@@ -336,10 +354,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     clf = members[0] if len(members) == 1 else Ensemble(members)
     t0 = time.perf_counter()
     try:
-        m, _, _ = evaluate_manifest(args.manifest, clf, cache=not args.no_cache, progress=not args.no_progress)
+        m, _, _ = evaluate_manifest(args.manifest, clf, cache=not args.no_cache, progress=not args.no_progress,
+                                    finder=_finder(args))
     except ManifestError as e:
         raise UsageError(str(e)) from None
     m["model"] = [str(p) for p in args.model]
+    m["detector"] = args.detector
     m["seconds"] = time.perf_counter() - t0
     print("\n".join(summary_lines(m)))
     if args.json:
@@ -439,7 +459,6 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     import numpy as np
     from tqdm import tqdm
 
-    from .face import FaceFinder
     from .io import ImageError, read_image, write_png_atomic
     from .pipeline import Pipeline, Tracker
     from .runtime import ModelError
@@ -452,7 +471,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     if not 0 <= getattr(args, "smooth", 0.0) < 1:
         raise UsageError("--smooth must be in [0, 1)")
     try:
-        pipe = Pipeline(args.model, FaceFinder(detect_size=args.detect_size), threads=args.threads)
+        pipe = Pipeline(args.model, _finder(args), threads=args.threads)
     except ModelError as e:
         raise UsageError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -583,7 +602,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ns = argparse.Namespace(out=str(out / "results.csv"), model=args.model, every=1, landmarks=False,
                             save_sketches=str(out / "sketches"), annotate=str(out / "annotated"), resume=False,
-                            threads=1, detect_size=160, no_progress=True, quiet=False)
+                            threads=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
     items = [(p, Path(p.name)) for p in sample_images()]
     print("fastes demo: 6 London set images, CC BY 4.0: DeBruine & Jones (2017), Face Research Lab "
           "London Set, doi:10.6084/m9.figshare.5047666.v5")

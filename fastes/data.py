@@ -96,11 +96,11 @@ class LandmarkCache:
     def __init__(self, finder=None, cache_dir: str | os.PathLike | None = None, save_every: int = 200):
         from .face import FaceFinder
 
-        self.finder = finder or FaceFinder()
+        # Haar by default: the shipped models were trained on the paper's front end
+        self.finder = finder or FaceFinder("haar")
         d = Path(cache_dir or os.environ.get("FASTES_CACHE") or Path.home() / ".cache" / "fastes")
         d.mkdir(parents=True, exist_ok=True)
-        passes = "-".join(f"{p.size}_{p.pad}_{p.scale_factor}_{p.min_neighbors}" for p in self.finder.passes)
-        self.tag = hashlib.sha1(f"v1|{passes}".encode()).hexdigest()[:10]
+        self.tag = hashlib.sha1(f"v1|{self.finder.tag}".encode()).hexdigest()[:10]
         self.file = d / f"landmarks-{self.tag}.npz"
         self.save_every = save_every
         self._entries: dict[str, tuple] = {}

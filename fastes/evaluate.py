@@ -156,6 +156,9 @@ def evaluate_manifest(manifest, classifier, cache: bool = True, progress: bool =
     """
     from .data import LandmarkCache, read_manifest
 
+    from .face import FaceFinder
+
+    finder = finder or FaceFinder()
     samples = read_manifest(manifest)
     if not samples:
         raise ValueError(f"{manifest}: no rows")

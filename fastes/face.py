@@ -1,33 +1,29 @@
-"""Face front end: Haar detection on a small grey copy, 250x250 crops, dlib 68 landmarks.
+"""Face front end: detect faces, cut 250x250 grey crops, place dlib's 68 landmarks.
 
-The paper's method, made cheap: the cascade runs on a copy whose long side is
-``detect_size`` px (default 160) instead of the full image, and boxes are mapped back
-to full resolution; crops are cut from the full-resolution grey image. When the fast
-pass finds nothing, a second pass pads the image (a tight face crop leaves the
-cascade no room for its window) and searches more finely: that is what finds faces in
-the small, tight crops of in-the-wild sets.
+Detection (:mod:`fastes.detect`) runs on a small copy of the image, BlazeFace by default
+or the paper's Haar cascade; each face's square crop is cut from the full-resolution grey
+image and resized to 250x250, and dlib places 68 landmarks on it. For BlazeFace the crop
+is placed from the eye keypoints so that it frames the face as the Haar path does (dlib
+is sensitive to that framing; see ``BLAZE_TO_CROP``).
 
-The cascade and the 68-point predictor are loaded once per process and shared.
+The detector and the 68-point predictor are loaded once per process and shared.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .detect import FAST_PASS, Detections, HaarDetector, ModelFileError, make_detector
 from .io import to_grey
 
-__all__ = ["FaceFinder", "Faces", "CROP", "predictor_path"]
+__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes"]
 
 CROP = 250  # face crops are resized to this square before landmarking (the paper's size)
-
-
-class ModelFileError(RuntimeError):
-    """A model file the front end needs is missing from the installation."""
 
 
 def predictor_path() -> Path:
@@ -48,15 +44,6 @@ def predictor_path() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _cascade(name: str = "haarcascade_frontalface_default.xml") -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / name
-    casc = cv2.CascadeClassifier(str(path))
-    if casc.empty():
-        raise ModelFileError(f"cannot load Haar cascade {path} (OpenCV >= 5 wheels lack it: use opencv<5)")
-    return casc
-
-
-@functools.lru_cache(maxsize=None)
 def _predictor():
     import dlib
 
@@ -67,7 +54,8 @@ def _predictor():
 class Faces:
     """Faces found in one image, ordered left to right.
 
-    ``boxes``: int32 ``(K, 4)`` x, y, w, h in the original image.
+    ``boxes``: int32 ``(K, 4)`` x, y, w, h in the original image: the square crop each
+    face's landmarks were placed in (the Haar box itself on the Haar path).
     ``landmarks``: float32 ``(K, 68, 2)`` in 250x250 crop coordinates (the input of
     :func:`fastes.sketch`).
     """
@@ -85,69 +73,66 @@ class Faces:
         return (self.landmarks * scale + b[:, None, 0:2]).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class _Pass:
-    size: int  # long side of the detection copy, px
-    pad: float  # replicated border on each side, as a fraction of that long side
-    scale_factor: float
-    min_neighbors: int
+# BlazeFace box -> the square crop dlib's 68-point predictor expects. dlib is sensitive to
+# how the box frames the face (the raw BlazeFace box gives landmarks 9 % of the
+# inter-ocular distance away from the Haar path's). The crop is placed from the two eye
+# keypoints: centre = eye midpoint + (dx, dy) * box width, side = k * box width. The three
+# numbers are medians fitted on the posed sets of ../shared/data against the crop that
+# the Haar path's landmarks imply (tools/calibrate_blazeface.py; mean landmark error
+# vs the Haar path 2.3 % of the inter-ocular distance on held-out faces).
+BLAZE_TO_CROP = (0.004, 0.107, 1.067)
+
+DEFAULT_DETECTOR = "blazeface"
 
 
-# Measured on ../shared/data (see the README's front-end notes): the fast pass alone finds
-# 99-100 % of the posed faces at ~9 ms/image; adding the padded fine pass on misses lifts
-# the tight in-the-wild crops from 78 % to 95 % for ~11 ms/image on average.
-FAST_PASS = _Pass(160, 0.0, 1.2, 4)
-FINE_PASS = _Pass(160, 0.25, 1.1, 3)
+def crop_boxes(det: Detections) -> np.ndarray:
+    """Square crop boxes (float ``(K, 4)`` x, y, w, h) to place landmarks in: Haar's own
+    boxes (the paper), or boxes calibrated from BlazeFace's eye keypoints."""
+    if det.keypoints is None:
+        return det.boxes
+    dx, dy, k = BLAZE_TO_CROP
+    w = det.boxes[:, 2]
+    c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + np.stack([dx * w, dy * w], 1)
+    side = k * w
+    return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
 
 
 class FaceFinder:
-    """Detect faces and place 68 landmarks on each (Haar cascade + dlib).
+    """Detect faces and place 68 landmarks on each (detector + dlib).
 
     >>> finder = FaceFinder()
-    >>> faces = finder(image)          # path-free: a numpy image (BGR, grey, RGBA, 16-bit)
+    >>> faces = finder(image)          # a numpy image (BGR, grey, RGBA, 16-bit)
     >>> fastes.sketch(faces.landmarks)  # (K, 250, 250) sketches
 
-    ``detect_size`` sets the long side of the grey copy the cascade searches: faces
-    smaller than about ``24 / detect_size`` of the image's long side are not found
-    (raise it for group photos; it costs time roughly with its square).
-    ``fine_pass=False`` skips the slower second search on images with no face found.
+    ``detector``: ``"blazeface"`` (default: MediaPipe's short-range model on LiteRT),
+    ``"blazeface-full"`` (its full-range model, for smaller faces), ``"blazeface-group"``
+    (full range plus a 2x2 tile search, for group photos), ``"haar"`` (the
+    paper's cascade, on a small grey copy) or a detector object. ``detect_size`` and
+    ``fine_pass`` configure Haar (see :class:`fastes.detect.HaarDetector`).
     """
 
-    def __init__(self, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
-        if not isinstance(detect_size, (int, np.integer)) or detect_size < 32:
-            raise ValueError(f"detect_size must be an integer >= 32, got {detect_size!r}")
-        self.passes = [replace(FAST_PASS, size=int(detect_size))]
-        if fine_pass:
-            self.passes.append(replace(FINE_PASS, size=max(int(detect_size), FINE_PASS.size)))
-        self._cascade = _cascade()
+    def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
+        if isinstance(detector, str):
+            if detector == "haar":
+                detector = HaarDetector(detect_size, fine_pass)
+            else:
+                detector = make_detector(detector)
+        self.detector = detector
         self._predictor = _predictor()
 
-    # -- stages ---------------------------------------------------------------------
-    def detect(self, grey: np.ndarray) -> np.ndarray:
-        """Face boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right."""
-        for p in self.passes:
-            boxes = self._detect_pass(grey, p)
-            if len(boxes):
-                return boxes[np.argsort(boxes[:, 0], kind="stable")]
-        return np.zeros((0, 4), dtype=np.int32)
+    @property
+    def tag(self) -> str:
+        """The front end's settings, for caches keyed by them."""
+        if isinstance(self.detector, HaarDetector):
+            return self.detector.tag  # unchanged since the first landmark caches
+        return f"{self.detector.tag}|{BLAZE_TO_CROP}"
 
-    def _detect_pass(self, grey: np.ndarray, p: _Pass) -> np.ndarray:
-        h, w = grey.shape
-        s = p.size / max(h, w)
-        sw, sh = max(1, round(w * s)), max(1, round(h * s))
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        small = cv2.resize(grey, (sw, sh), interpolation=interp)
-        pad = int(round(p.pad * max(sw, sh)))
-        if pad:
-            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = self._cascade.detectMultiScale(
-            small, scaleFactor=p.scale_factor, minNeighbors=p.min_neighbors, minSize=(24, 24)
-        )
-        if len(found) == 0:
-            return np.zeros((0, 4), dtype=np.int32)
-        b = np.asarray(found, dtype=np.float64)
-        b[:, :2] -= pad
-        return np.round(b / s).astype(np.int32)
+    # -- stages ---------------------------------------------------------------------
+    def detect(self, image: np.ndarray, order: str = "bgr") -> np.ndarray:
+        """Crop boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right."""
+        boxes = np.round(crop_boxes(self.detector(image, order))).astype(np.int32)
+        boxes = boxes[boxes[:, 2] >= 2]
+        return boxes[np.argsort(boxes[:, 0], kind="stable")]
 
     def crops(self, grey: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Cut each box from the full-resolution grey image and resize it to 250x250.
@@ -183,7 +168,7 @@ class FaceFinder:
     def __call__(self, image: np.ndarray, order: str = "bgr") -> Faces:
         """Find the faces in an image array (see :func:`fastes.io.to_grey` for what it takes)."""
         grey = to_grey(image, order)
-        boxes = self.detect(grey)
+        boxes = self.detect(grey if isinstance(self.detector, HaarDetector) else image, order)
         if len(boxes) == 0:
             return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32))
         return Faces(boxes, self.landmarks(self.crops(grey, boxes)))

@@ -11,9 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "to_grey", "IMAGE_SUFFIXES", "looks_like_image", "atomic_write",
-           "write_png_atomic",
-           "write_text_atomic"]
+__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "IMAGE_SUFFIXES", "looks_like_image",
+           "atomic_write", "write_png_atomic", "write_text_atomic"]
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
 IMAGE_SUFFIXES = frozenset(
@@ -63,13 +62,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
-    """Return a 2-D ``uint8`` grey copy (or view) of an image array.
-
-    Accepts grey ``(H, W)`` or ``(H, W, 1)``, colour ``(H, W, 3)`` and ``(H, W, 4)`` in
-    ``order`` ("bgr", OpenCV's, or "rgb"; alpha is ignored), as ``uint8``, ``uint16``
-    (full 16-bit range) or float in [0, 1].
-    """
+def _as_uint8(image: np.ndarray, order: str) -> np.ndarray:
+    """Validate an image array and return it as ``uint8`` (H, W) or (H, W, 3|4)."""
     if not isinstance(image, np.ndarray):
         raise ImageError(f"expected a numpy array, got {type(image).__name__}")
     if order not in ("bgr", "rgb"):
@@ -82,15 +76,24 @@ def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ImageError(f"empty image of shape {image.shape}")
     if img.dtype == np.uint8:
-        pass
-    elif img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype.kind == "f":
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if img.dtype.kind == "f":
         if not np.isfinite(img).all():
             raise ImageError("float image contains NaN or inf")
-        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    else:
-        raise ImageError(f"unsupported image dtype {img.dtype} (use uint8, uint16 or float)")
+        return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    raise ImageError(f"unsupported image dtype {img.dtype} (use uint8, uint16 or float)")
+
+
+def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """Return a 2-D ``uint8`` grey copy (or view) of an image array.
+
+    Accepts grey ``(H, W)`` or ``(H, W, 1)``, colour ``(H, W, 3)`` and ``(H, W, 4)`` in
+    ``order`` ("bgr", OpenCV's, or "rgb"; alpha is ignored), as ``uint8``, ``uint16``
+    (full 16-bit range) or float in [0, 1].
+    """
+    img = _as_uint8(image, order)
     if img.ndim == 3:
         code = {
             ("bgr", 3): cv2.COLOR_BGR2GRAY, ("rgb", 3): cv2.COLOR_RGB2GRAY,
@@ -98,6 +101,23 @@ def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
         }[order, img.shape[2]]
         img = cv2.cvtColor(np.ascontiguousarray(img), code)
     return np.ascontiguousarray(img)
+
+
+def to_rgb_small(image: np.ndarray, long_side: int, order: str = "bgr") -> tuple[np.ndarray, float]:
+    """A ``uint8`` RGB ``(h, w, 3)`` copy whose long side is ``long_side`` px, and the
+    scale factor used (small / original). Resizes first, so a huge colour image is
+    converted only at the small size. Takes what :func:`to_grey` takes."""
+    img = _as_uint8(image, order)
+    h, w = img.shape[:2]
+    s = long_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), s
+    code = {
+        ("bgr", 3): cv2.COLOR_BGR2RGB, ("bgr", 4): cv2.COLOR_BGRA2RGB, ("rgb", 4): cv2.COLOR_RGBA2RGB,
+    }.get((order, img.shape[2]))
+    return (cv2.cvtColor(img, code) if code is not None else img), s
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

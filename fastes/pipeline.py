@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import CLASSES
-from .face import FaceFinder
+from .face import DEFAULT_DETECTOR, FaceFinder
 from .io import read_image
 from .sketch import sketch as draw_sketch
 
@@ -89,12 +89,13 @@ class Pipeline:
     """Detect faces, place landmarks, draw sketches and classify them.
 
     ``model``: ``"default"``, a shipped model's name, ``"ensemble"`` (the mean of all
-    shipped models) or a ``.tflite``/``.keras`` path. ``detector``: a configured
-    :class:`fastes.FaceFinder` (default: Haar on a 160-px copy). ``threads``: TFLite
+    shipped models) or a ``.tflite``/``.keras`` path. ``detector``: a detector name
+    (``"blazeface"``, the default; ``"blazeface-full"``, ``"blazeface-group"``, ``"haar"``)
+    or a configured :class:`fastes.FaceFinder`. ``threads``: TFLite
     threads. ``order``: channel order of colour arrays (``"bgr"`` or ``"rgb"``).
     """
 
-    def __init__(self, model: str | os.PathLike = "default", detector: FaceFinder | None = None,
+    def __init__(self, model: str | os.PathLike = "default", detector: str | FaceFinder = DEFAULT_DETECTOR,
                  threads: int = 1, order: str = "bgr"):
         from .runtime import Ensemble, load_classifier
 
@@ -108,7 +109,7 @@ class Pipeline:
             self.classifier = members[0] if len(members) == 1 else Ensemble(members)
         else:
             self.classifier = load_classifier(model_path(str(model)), threads)
-        self.detector = detector or FaceFinder()
+        self.detector = detector if isinstance(detector, FaceFinder) else FaceFinder(detector)
         self.order = order
 
     def _array(self, image) -> tuple[np.ndarray, str]:

@@ -75,7 +75,7 @@ class CountingFinder:
     """Wraps the real finder, counting calls: a cache hit must not call it."""
 
     def __init__(self, finder):
-        self.finder, self.calls, self.passes = finder, 0, finder.passes
+        self.finder, self.calls, self.tag = finder, 0, finder.tag
 
     def __call__(self, image):
         self.calls += 1

@@ -2,6 +2,10 @@
 5-fold subject-disjoint over the posed sets (jaffe, ckplus, fei, london).
 
     python tools/baseline_logreg.py            # needs the landmark cache (built on demand)
+    python tools/baseline_logreg.py --train-detector haar --test-detector blazeface
+
+The second form trains each fold on one front end's landmarks and tests on another's:
+does a model fitted on the paper's Haar path lose accuracy on BlazeFace landmarks?
 
 Features: the 34 drawn points (brows, eyes, outer mouth) after `fastes.remap`, or all
 68 remapped points; standardized per fold on the training part. A missed face counts
@@ -9,12 +13,14 @@ as wrong in `accuracy`; `accuracy_detected` leaves those rows out.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
 
 from fastes import CLASSES, remap
 from fastes.data import LandmarkCache, data_root, read_manifest, subject_folds
+from fastes.face import FaceFinder
 from fastes.sketch import PARTS
 
 DRAWN = np.concatenate([np.arange(a, b + 1) for a, b, _ in PARTS])
@@ -39,22 +45,35 @@ def fit_predict(xtr, ytr, xte, l2=1e-4, steps=3000, lr=0.5):
     return (xte @ w + b).argmax(1)
 
 
+def _remapped(samples, detector: str):
+    found, _, _, lms = LandmarkCache(FaceFinder(detector)).get([s.path for s in samples])
+    r = np.zeros_like(lms, dtype=np.float64)
+    r[found] = remap(lms[found])
+    return found, r
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train-detector", default="haar", help="front end of the training folds (default haar)")
+    ap.add_argument("--test-detector", help="front end of the test folds (default: the same)")
+    args = ap.parse_args()
     samples = [s for s in read_manifest(data_root() / "faces" / "manifest.csv")
                if s.groups["dataset"] in ("jaffe", "ckplus", "fei", "london")]
-    found, _, _, lms = LandmarkCache().get([s.path for s in samples])
+    found_tr, r_tr = _remapped(samples, args.train_detector)
+    found_te, r_te = (found_tr, r_tr) if args.test_detector in (None, args.train_detector) \
+        else _remapped(samples, args.test_detector)
     y = np.array([s.label for s in samples])
     folds = subject_folds([s.subject for s in samples], y, k=5, seed=0)
-    print(f"{len(samples)} posed images, {found.sum()} with a face")
-    ok = found.copy()
-    r = np.zeros_like(lms, dtype=np.float64)
-    r[ok] = remap(lms[ok])
+    print(f"{len(samples)} posed images, {found_tr.sum()} / {found_te.sum()} with a face "
+          f"(train / test front end: {args.train_detector} / {args.test_detector or args.train_detector})")
+    ok = found_te
     for name, idx in (("34 drawn points", DRAWN), ("all 68 points", np.arange(68))):
-        x = r[:, idx].reshape(len(r), -1)
+        x_tr = r_tr[:, idx].reshape(len(r_tr), -1)
+        x_te = r_te[:, idx].reshape(len(r_te), -1)
         correct = np.zeros(len(y), dtype=bool)
         for f in range(5):
-            tr, te = ok & (folds != f), ok & (folds == f)
-            correct[te] = fit_predict(x[tr], y[tr], x[te]) == y[te]
+            tr, te = found_tr & (folds != f), ok & (folds == f)
+            correct[te] = fit_predict(x_tr[tr], y[tr], x_te[te]) == y[te]
         print(f"{name}: accuracy {correct.mean():.3f} (missed faces wrong), "
               f"accuracy_detected {correct[ok].mean():.3f}")
     return 0

@@ -1,0 +1,132 @@
+"""Detectors: BlazeFace decoding, NMS, tiles, shipped files; both detectors on real data."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+import fastes
+from fastes import detect
+from fastes.detect import BlazeFace, Detections, HaarDetector, nms
+from fastes.face import CROP, FaceFinder
+from fastes.testing import collage, nonface_images
+
+
+@pytest.fixture(scope="module")
+def blaze():
+    return BlazeFace()
+
+
+@pytest.fixture(scope="module")
+def samples(sample_paths):
+    return [fastes.read_image(p) for p in sample_paths]
+
+
+def test_shipped_model_files_match_their_provenance():
+    d = detect._blazeface_dir()
+    text = (d / "PROVENANCE.md").read_text()
+    for m in detect._MODELS.values():
+        digest = hashlib.sha256((d / m.file).read_bytes()).hexdigest()
+        assert digest in text, m.file
+    assert "Apache License" in (d / "LICENSE").read_text()
+
+
+def test_anchor_grids():
+    short, full = detect._anchors("short"), detect._anchors("full")
+    assert short.shape == (896, 2) and full.shape == (2304, 2)
+    for a in (short, full):
+        assert a.min() > 0 and a.max() < 1
+    # first grid 16x16, two anchors per cell, centred in the cell
+    np.testing.assert_allclose(short[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[1], short[0])
+    np.testing.assert_allclose(short[2], [1.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[512], [0.5 / 8, 0.5 / 8])
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 10, 10], [0, 0, 10, 10.5]], np.float32)
+    scores = np.array([0.6, 0.9, 0.7, 0.5], np.float32)
+    assert nms(boxes, scores, 0.3).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.99).tolist() == [1, 2, 0, 3]
+    assert nms(boxes[:0], scores[:0], 0.3).tolist() == []
+
+
+def test_blazeface_boxes_and_keypoints_on_portraits(blaze, samples):
+    for img in samples:
+        d = blaze(img)
+        assert len(d) == 1 and d.scores[0] >= 0.5
+        x, y, w, h = d.boxes[0]
+        assert 0.3 * img.shape[1] < w < img.shape[1]
+        kp = d.keypoints[0]
+        assert ((kp[:4, 0] > x) & (kp[:4, 0] < x + w) & (kp[:4, 1] > y) & (kp[:4, 1] < y + h)).all()
+        assert kp[0, 0] < kp[1, 0]  # the person's right eye is on the image's left
+        assert kp[0, 1] < kp[3, 1] and kp[1, 1] < kp[3, 1]  # eyes above the mouth
+
+
+def test_boxes_follow_the_image_scale_and_offset(blaze, samples):
+    img = samples[0]
+    base = blaze(img).boxes[0]
+    big = np.zeros((img.shape[0] * 2, img.shape[1] * 3, 3), np.uint8)
+    big[100:100 + img.shape[0], 200:200 + img.shape[1]] = img
+    got = blaze(big).boxes[0]
+    np.testing.assert_allclose(got[:2], base[:2] + [200, 100], atol=0.06 * base[2])
+    np.testing.assert_allclose(got[2:], base[2:], rtol=0.08)
+
+
+def test_no_false_faces_on_synthetic_scenes(blaze):
+    imgs = nonface_images(70, seed=3)
+    assert sum(len(blaze(im)) > 0 for im in imgs) <= 1
+    assert len(blaze(np.zeros((1, 1, 3), np.uint8))) == 0
+
+
+def test_group_detector_finds_small_faces(samples):
+    group = collage(samples, 16, (1080, 1920))
+    assert len(FaceFinder("blazeface-group")(group)) >= 14
+    assert len(BlazeFace()(group)) < 8  # the short-range model alone cannot
+
+
+def test_blazeface_landmarks_agree_with_the_haar_path(samples):
+    """The calibrated crop frames the face as Haar's box does (see BLAZE_TO_CROP)."""
+    errors = []
+    for img in samples:
+        a, b = FaceFinder("haar")(img), FaceFinder("blazeface")(img)
+        pa, pb = a.image_landmarks()[0], b.image_landmarks()[0]
+        iod = np.linalg.norm(pa[36:42].mean(0) - pa[42:48].mean(0))
+        errors.append(np.linalg.norm(pa - pb, axis=1).mean() / iod)
+    assert np.mean(errors) < 0.04, errors
+
+
+def test_detection_rate_on_real_data(faces_dir, manifest):
+    finder = FaceFinder("blazeface")
+    rng = np.random.default_rng(0)
+    for name, floor in (("jaffe", 1.0), ("ckplus", 1.0), ("fei", 1.0), ("wild", 0.95)):
+        rows = [r for r in manifest if r["dataset"] == name]
+        pick = rng.choice(len(rows), 40, replace=False)
+        found = sum(len(finder(fastes.read_image(faces_dir / rows[i]["path"]))) > 0 for i in pick)
+        assert found >= floor * 40, (name, found)
+
+
+def test_bad_parameters_and_missing_files(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="range"):
+        BlazeFace("medium")
+    with pytest.raises(ValueError, match="min_score"):
+        BlazeFace(min_score=1.5)
+    with pytest.raises(ValueError, match="tiles"):
+        BlazeFace(tiles=0)
+    monkeypatch.setattr(detect, "_blazeface_dir", lambda: tmp_path)
+    with pytest.raises(detect.ModelFileError, match="missing"):
+        BlazeFace()
+
+
+def test_haar_detector_returns_detections_without_keypoints(samples):
+    d = HaarDetector()(samples[0])
+    assert isinstance(d, Detections) and d.keypoints is None and len(d) == 1
+    assert FaceFinder("haar").detect(samples[0]).shape == (1, 4)
+
+
+def test_crop_is_square_and_holds_the_landmarks(samples):
+    faces = FaceFinder()(samples[1])
+    x, y, w, h = faces.boxes[0]
+    assert w == h and faces.landmarks.shape == (1, 68, 2)
+    assert (faces.landmarks >= -0.1 * CROP).all() and (faces.landmarks <= 1.1 * CROP).all()
