@@ -150,6 +150,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes, points and labels")
     rn.add_argument("--resume", action="store_true", help="keep the rows of an existing --out and skip their inputs")
     rn.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
+    rn.add_argument("--workers", "-j", type=int, default=1, metavar="N",
+                    help="worker processes (default 1); each runs the whole per-image path, so N cores "
+                    "give up to N times the images/s (worth it from a few dozen images on)")
     _detector_args(rn)
     rn.add_argument("--no-progress", action="store_true")
     rn.add_argument("--quiet", "-q", action="store_true")
@@ -163,6 +166,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     dm.add_argument("--out", "-o", default="fastes-demo", metavar="DIR", help="default ./fastes-demo")
     dm.add_argument("--model", "-m", default="default")
+
+    bn = sub.add_parser(
+        "bench",
+        help="time fastes against the paper's pipeline, stage by stage (about 2 minutes)",
+        description="Time every stage (decode, detect, landmarks, remap, draw, model input, inference, and "
+        "image -> sketch / label per face) for fastes and for a paper-style baseline (benchmarks/"
+        "paper_baseline.py of the source checkout: Haar on the full image, per-point Python remapping, "
+        "cv2.line drawing, PNG round trip, Keras predict), beside the paper's Table I; then faces/s with "
+        "1..N worker processes. Prints a Markdown table; medians after a warm-up, one thread per stage.",
+    )
+    bn.add_argument("--json", metavar="FILE", help="write the results (stages, speedups, scaling, machine) as JSON")
+    bn.add_argument("--chart", metavar="FILE.png", help="write a log-scale bar chart of baseline vs fastes")
+    bn.add_argument("--full", action="store_true", help="longer timings and 240 images for scaling (several minutes)")
+    bn.add_argument("--workers", type=int, default=2, metavar="N", help="scale up to N worker processes (default 2)")
 
     cv = sub.add_parser(
         "convert",
@@ -212,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"sketch": cmd_sketch, "train": cmd_train, "evaluate": cmd_evaluate,
-                "convert": cmd_convert, "run": cmd_run, "demo": cmd_demo}[args.command](args)
+                "convert": cmd_convert, "run": cmd_run, "demo": cmd_demo, "bench": cmd_bench}[args.command](args)
     except UsageError as e:
         print(f"fastes {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -456,6 +473,8 @@ def _annotate(image, faces):
 
 def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) -> tuple[int, list[dict]]:
     """Shared by ``run`` and ``demo``: returns (exit status, rows of this run)."""
+    from collections import deque
+
     import numpy as np
     from tqdm import tqdm
 
@@ -470,8 +489,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         raise UsageError("--every must be >= 1")
     if not 0 <= getattr(args, "smooth", 0.0) < 1:
         raise UsageError("--smooth must be in [0, 1)")
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
     try:
-        pipe = Pipeline(args.model, _finder(args), threads=args.threads)
+        pipe = Pipeline(args.model, _finder(args), threads=args.threads, workers=args.workers)
     except ModelError as e:
         raise UsageError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -489,9 +510,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
 
     video_out: dict = {}  # the annotated video being written, per source
 
-    def emit(source, frame, ts, image, rel, tracker=None):
+    def emit(source, frame, ts, image, rel, faces, tracker=None):
+        """Rows, sketches and annotations of one image or frame (``image`` is only
+        needed with --annotate)."""
         nonlocal n_img, n_faces, n_noface
-        faces = pipe.run(image)
         tracks = tracker.update(faces) if tracker is not None else [None] * len(faces)
         n_img += 1
         base = {"source": source, "frame": frame, "timestamp": ts}
@@ -532,35 +554,63 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             video_out[source][0].write(vis)
         bar.set_postfix(faces_per_s=f"{n_faces / max(1e-9, time.perf_counter() - t0):.1f}")
 
-    try:
-        for path, rel in todo:
-            if webcam is not None or path.suffix.lower() in VIDEO_SUFFIXES:
-                tracker = Tracker(getattr(args, "smooth", 0.0))
-                try:
-                    try:
-                        for i, ts, frame in _frames(path, args.every, webcam):
-                            emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, tracker)
-                    finally:
-                        if str(path) in video_out:
-                            writer, tmp, target = video_out.pop(str(path))
-                            writer.release()
-                            os.replace(tmp, target)
-                except UsageError as e:
-                    failed.append(str(path))
-                    row = {"source": str(path), "error": str(e)}
-                    table.write(row)
-                    tqdm.write(f"skipped: {e}", file=sys.stderr)
+    def fail(path, message):
+        failed.append(str(path))
+        table.write({"source": str(path), "error": message})
+        tqdm.write(f"skipped: {message}", file=sys.stderr)
+
+    def run_video(path, rel):
+        tracker = Tracker(getattr(args, "smooth", 0.0))
+        meta: deque = deque()  # frames in flight to the workers, in order
+
+        def frames():
+            for i, ts, frame in _frames(path, args.every, webcam):
+                meta.append((i, ts, frame if ann_dir else None))
+                yield frame
+
+        try:
+            for faces in pipe.run_batch(frames()):
+                i, ts, frame = meta.popleft()
+                emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, faces, tracker)
+        finally:
+            if str(path) in video_out:
+                writer, tmp, target = video_out.pop(str(path))
+                writer.release()
+                os.replace(tmp, target)
+
+    def run_images(group):
+        meta: deque = deque()
+
+        def paths():
+            for path, rel in group:
+                meta.append((path, rel))
+                yield path
+
+        for faces in pipe.run_batch(paths(), errors="return"):
+            path, rel = meta.popleft()
+            if isinstance(faces, ImageError):
+                fail(path, str(faces))
             else:
-                try:
-                    image = read_image(path)
-                except ImageError as e:
-                    failed.append(str(path))
-                    table.write({"source": str(path), "error": str(e)})
-                    tqdm.write(f"skipped: {e}", file=sys.stderr)
-                else:
-                    emit(str(path), None, None, image, rel)
+                emit(str(path), None, None, read_image(path) if ann_dir else None, rel, faces)
+            bar.update(1)
+
+    try:
+        group: list = []  # consecutive images go to the workers together
+        for path, rel in todo + [(None, None)]:
+            if path is not None and webcam is None and path.suffix.lower() not in VIDEO_SUFFIXES:
+                group.append((path, rel))
+                continue
+            run_images(group)
+            group = []
+            if path is None:
+                break
+            try:
+                run_video(path, rel)
+            except UsageError as e:
+                fail(path, str(e))
             bar.update(1)
     finally:
+        pipe.close()
         bar.close()
         table.close()
     dt = time.perf_counter() - t0
@@ -569,6 +619,31 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
           f"{dt:.2f} s, {n_faces / max(dt, 1e-9):.1f} faces/s; results in {out}"
           + (f" ({len(table.done)} earlier inputs kept)" if table.done else ""), file=sys.stderr)
     return (EXIT_FAILED if failed else EXIT_OK), rows
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bar_chart, markdown, run_bench, write_json
+
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if args.chart and not args.chart.lower().endswith(".png"):
+        raise UsageError("--chart must end in .png")
+    t0 = time.perf_counter()
+    res = run_bench(full=args.full, workers=tuple(range(1, args.workers + 1)),
+                    progress=lambda m: print(m, file=sys.stderr))
+    res["seconds"] = time.perf_counter() - t0
+    if res["baseline"] is None:
+        print("note: benchmarks/paper_baseline.py not found (run from a source checkout for the baseline column)",
+              file=sys.stderr)
+    print(markdown(res))
+    print(f"\nlandmarks -> sketch: {res['landmarks_to_sketch_speedup_vs_paper']:,.0f}x faster than the paper's "
+          f"1.16 s; image -> label: {res['end_to_end_speedup_vs_paper']:,.0f}x faster than its ~3.2 s; "
+          f"{res['seconds']:.0f} s in all")
+    if args.json:
+        write_json(res, args.json)
+    if args.chart:
+        bar_chart(res, args.chart)
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -602,7 +677,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ns = argparse.Namespace(out=str(out / "results.csv"), model=args.model, every=1, landmarks=False,
                             save_sketches=str(out / "sketches"), annotate=str(out / "annotated"), resume=False,
-                            threads=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
+                            threads=1, workers=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
     items = [(p, Path(p.name)) for p in sample_images()]
     print("fastes demo: 6 London set images, CC BY 4.0: DeBruine & Jones (2017), Face Research Lab "
           "London Set, doi:10.6084/m9.figshare.5047666.v5")

@@ -94,10 +94,14 @@ class HaarDetector:
     def __init__(self, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
         if not isinstance(detect_size, (int, np.integer)) or detect_size < 32:
             raise ValueError(f"detect_size must be an integer >= 32, got {detect_size!r}")
+        self._args = (int(detect_size), bool(fine_pass))
         self.passes = [replace(FAST_PASS, size=int(detect_size))]
         if fine_pass:
             self.passes.append(replace(FINE_PASS, size=max(int(detect_size), FINE_PASS.size)))
         self._cascade = _cascade()
+
+    def __reduce__(self):  # picklable by its settings: worker processes rebuild it
+        return HaarDetector, self._args
 
     @property
     def tag(self) -> str:
@@ -207,6 +211,7 @@ class BlazeFace:
             raise ValueError(f"tiles must be an integer from 1 to 8, got {tiles!r}")
         self.range, self.min_score, self.iou, self.tiles = range, float(min_score), float(iou), int(tiles)
         self.tile_min_score = max(float(tile_min_score), self.min_score)
+        self._args = (range, min_score, iou, threads, tiles, tile_min_score)
         self.name = "blazeface" if range == "short" else "blazeface-full"
         self._model = _MODELS[range]
         path = _blazeface_dir() / self._model.file
@@ -219,6 +224,9 @@ class BlazeFace:
         self._scores_i, self._reg_i = outs[0]["index"], outs[1]["index"]
         self._anchors = _anchors(range)
         self._buf = np.empty((1, self._model.size, self._model.size, 3), np.float32)
+
+    def __reduce__(self):  # picklable by its settings: worker processes rebuild it
+        return BlazeFace, self._args
 
     @property
     def tag(self) -> str:

