@@ -229,7 +229,7 @@ def bar_chart(res: dict, path) -> None:
     from .io import write_png_atomic
 
     rows = [(LABELS.get(k, k), r["baseline_s"], r["fastes_s"]) for k, r in res["stages"].items()]
-    w, row_h, left = 1000, 44, 330
+    w, row_h, left = 1060, 44, 390
     img = np.full((row_h * len(rows) + 70, w, 3), 255, np.uint8)
     lo, hi = -7.0, 1.0  # 100 ns .. 10 s
     scale = lambda s: left + int((np.log10(max(s, 1e-7)) - lo) / (hi - lo) * (w - left - 20))
@@ -239,7 +239,7 @@ def bar_chart(res: dict, path) -> None:
         cv2.putText(img, f"1e{e}s", (x - 18, img.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1)
     for i, (label, b, f) in enumerate(rows):
         y = 30 + i * row_h
-        cv2.putText(img, label[:40], (8, y + 24), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, label.replace("→", "->")[:46], (8, y + 24), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         if b:
             cv2.rectangle(img, (left, y + 4), (scale(b), y + 18), (60, 60, 200), -1)
         cv2.rectangle(img, (left, y + 22), (scale(f), y + 36), (60, 160, 60), -1)

@@ -17,6 +17,7 @@ from .detect import DETECTORS
 from .face import DEFAULT_DETECTOR, FaceFinder
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+TRAIN_DETECTOR = "haar"  # the front end the shipped models were trained on
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
@@ -103,6 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="pre-train on the MNIST test digits or on wild-set sketches first (default none)")
     tr.add_argument("--pretrain-epochs", type=int, default=5)
     tr.add_argument("--no-augment", action="store_true", help="no rotation/jitter/mirror augmentation")
+    tr.add_argument("--detector", choices=DETECTORS, default=TRAIN_DETECTOR,
+                    help=f"front end whose landmarks train the net (default {TRAIN_DETECTOR}); train on the "
+                    "detector you will run with")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     tr.add_argument("--no-progress", action="store_true")
@@ -327,7 +331,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{out / 'model.keras'} exists (training finished); choose another --out")
     datasets = None if args.datasets == "all" else tuple(args.datasets.split(","))
     try:
-        data = load_faces(args.manifest, datasets=datasets, progress=not args.no_progress)
+        data = load_faces(args.manifest, datasets=datasets, progress=not args.no_progress, detector=args.detector)
     except ManifestError as e:
         raise UsageError(str(e)) from None
     if len(data) == 0 or data.found.sum() == 0:
@@ -343,7 +347,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, history = train(data, cfg, out, progress=not args.no_progress, resume=args.resume)
     meta = json.loads((out / "config.json").read_text())
     lines = [f"# {args.net} trained by fastes", "", f"- input {cfg.input_size()} px, {len(history)} epochs, "
-             f"seed {cfg.seed}, pre-training {cfg.pretrain}",
+             f"seed {cfg.seed}, pre-training {cfg.pretrain}, landmarks from the {args.detector} front end",
              f"- {meta['n_train']} training faces, data digest `{meta['data_digest']}`",
              f"- final training loss {history[-1]['loss']:.4f}, accuracy {history[-1]['accuracy']:.3f} "
              "(augmented sketches)", f"- training time {meta['train_seconds']:.0f} s",

@@ -80,15 +80,18 @@ class FaceSet:
         return h.hexdigest()[:16]
 
 
-def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None) -> FaceSet:
+def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None,
+               detector: str = "haar") -> FaceSet:
     """Rows of ``manifest`` (default: the shared data's) whose ``dataset`` is in
-    ``datasets`` (``None``: all), with landmarks from the cache (computed when missing)."""
+    ``datasets`` (``None``: all), with landmarks from the cache (computed when missing)
+    by the front end with ``detector``."""
     from .data import LandmarkCache, data_root, read_manifest
+    from .face import FaceFinder
 
     samples = read_manifest(manifest or data_root() / "faces" / "manifest.csv")
     if datasets is not None:
         samples = [s for s in samples if s.groups["dataset"] in datasets]
-    cache = cache or LandmarkCache()
+    cache = cache or LandmarkCache(FaceFinder(detector))
     found, _, _, lms = cache.get([s.path for s in samples], progress=progress)
     groups = {c: np.array([s.groups[c] for s in samples]) for c in samples[0].groups} if samples else {}
     return FaceSet([s.path for s in samples], lms, found, np.array([s.label for s in samples], dtype=np.int64),

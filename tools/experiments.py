@@ -46,6 +46,8 @@ def main(argv=None) -> int:
                     help="subject5: 5-fold subject-disjoint CV (default); paper: one split BY IMAGE in the "
                     "paper's 556/90/22 proportions (train on 556/668 of the images, test on the rest; the "
                     "same person can be on both sides, as in the paper)")
+    ap.add_argument("--detector", default="haar",
+                    help="front end of the landmarks (default haar); other than haar, run names get '@<detector>'")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
@@ -55,28 +57,29 @@ def main(argv=None) -> int:
     if a.export:
         d = Path(a.export)
         d.mkdir(parents=True, exist_ok=True)
-        load_faces().save(d / "posed.npz")
-        load_faces(datasets=("wild",)).save(d / "wild.npz")
+        load_faces(detector=a.detector).save(d / "posed.npz")
+        load_faces(datasets=("wild",), detector=a.detector).save(d / "wild.npz")
         return 0
     if a.faces:
         posed = FaceSet.load(Path(a.faces) / "posed.npz")
         wild = FaceSet.load(Path(a.faces) / "wild.npz") if (Path(a.faces) / "wild.npz").exists() else None
     else:
-        posed, wild = load_faces(progress=not a.no_progress), None
+        posed, wild = load_faces(progress=not a.no_progress, detector=a.detector), None
     out = Path(a.out)
     done = set()
     if out.exists():
         done = {json.loads(line)["run"] for line in out.read_text().splitlines() if line.strip()}
     import keras
 
+    tag = "" if a.detector == "haar" else f"@{a.detector}"
     for spec in a.runs:
-        if (spec if a.protocol == "subject5" else f"{spec}@paper") in done:
+        if (spec + tag if a.protocol == "subject5" else f"{spec}@paper{tag}") in done:
             print(f"{spec}: done already", flush=True)
             continue
         cfg = parse_run(spec)
         if cfg.pretrain == "wild" and wild is None:
             from fastes.train import load_faces as lf
-            wild = lf(datasets=("wild",), progress=not a.no_progress)
+            wild = lf(datasets=("wild",), progress=not a.no_progress, detector=a.detector)
         t0 = time.perf_counter()
         if a.protocol == "paper":
             rng = np.random.default_rng(0)
@@ -92,8 +95,8 @@ def main(argv=None) -> int:
         pred = np.where(ok, np.nan_to_num(cv["probs"]).argmax(1), MISSED)
         sub = posed.subset(rows)
         m = metrics(sub.labels, pred[rows], sub.groups)
-        spec = spec if a.protocol == "subject5" else f"{spec}@paper"
-        rec = {"run": spec, "config": cfg.__dict__, "backend": keras.backend.backend(),
+        spec = (spec if a.protocol == "subject5" else f"{spec}@paper") + tag
+        rec = {"run": spec, "config": cfg.__dict__, "detector": a.detector, "backend": keras.backend.backend(),
                "seconds": time.perf_counter() - t0, "fold_seconds": cv["seconds"],
                "train_accuracy": cv["train_accuracy"],
                "data_digest": posed.digest(), **m,
