@@ -15,6 +15,7 @@ RATIOS = [
     ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
     ("BlazeFace vs Haar (160-px copy), 640x480", "detect_blazeface_640x480", "detect_haar_640x480", (1, 1)),
+    ("video frames, detect every 5th + tracking vs every frame", "video_30_frames_detect_every_5", "video_30_frames_detect_every_1", (1, 1)),
     ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
       for n in ("vgg11", "capsnet", "resnet50")],

@@ -34,3 +34,24 @@ def test_pipeline_video_frame_640x480(benchmark, record, pipe):
     assert len(pipe.run(frame)) == 1
     benchmark(pipe.run, frame)
     record("pipeline_frame_640x480", benchmark)
+
+
+@pytest.fixture(scope="module")
+def moving_clip():
+    """30 frames of 640x480 with one face moving ~5 % of its width per frame."""
+    face = cv2.resize(cv2.imread(str(sample_images()[0])), (300, 300))
+    frames = []
+    for t in range(30):
+        f = np.full((480, 640, 3), 110, np.uint8)
+        x, y = int(170 + 150 * np.sin(t / 10)), int(90 + 60 * np.cos(t / 7))
+        f[y:y + 300, x:x + 300] = face
+        frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_pipeline_video_detect_every(benchmark, record, pipe, moving_clip, every):
+    """Per clip of 30 frames: detection on every frame vs every 5th with tracking."""
+    n = benchmark(lambda: sum(len(f) for f in pipe.run_video(moving_clip, detect_every=every)))
+    assert n == len(moving_clip)
+    record(f"video_30_frames_detect_every_{every}", benchmark)

@@ -146,6 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="shipped model name, 'ensemble', or a .tflite/.keras path (default: default)")
     rn.add_argument("--webcam", type=int, metavar="N", help="read camera N instead of INPUT (Ctrl-C stops)")
     rn.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
+    rn.add_argument("--detect-every", type=int, default=1, metavar="N",
+                    help="videos: run the detector on every Nth processed frame only and track faces from "
+                    "their landmarks in between (re-detecting when tracking is lost; one process); default 1")
     rn.add_argument("--smooth", type=float, default=0.0, metavar="A",
                     help="videos: smooth each tracked face's probabilities over frames, "
                     "p = A * previous + (1 - A) * current (0 = off, the default; try 0.6)")
@@ -491,6 +494,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         raise UsageError("--out must end in .csv or .jsonl")
     if args.every < 1:
         raise UsageError("--every must be >= 1")
+    if getattr(args, "detect_every", 1) < 1:
+        raise UsageError("--detect-every must be >= 1")
     if not 0 <= getattr(args, "smooth", 0.0) < 1:
         raise UsageError("--smooth must be in [0, 1)")
     if args.workers < 1:
@@ -573,7 +578,11 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
                 yield frame
 
         try:
-            for faces in pipe.run_batch(frames()):
+            if args.detect_every > 1:
+                stream = pipe.run_video(frames(), args.detect_every)
+            else:
+                stream = pipe.run_batch(frames())
+            for faces in stream:
                 i, ts, frame = meta.popleft()
                 emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, faces, tracker)
         finally:
@@ -681,7 +690,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ns = argparse.Namespace(out=str(out / "results.csv"), model=args.model, every=1, landmarks=False,
                             save_sketches=str(out / "sketches"), annotate=str(out / "annotated"), resume=False,
-                            threads=1, workers=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
+                            threads=1, workers=1, detect_every=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
     items = [(p, Path(p.name)) for p in sample_images()]
     print("fastes demo: 6 London set images, CC BY 4.0: DeBruine & Jones (2017), Face Research Lab "
           "London Set, doi:10.6084/m9.figshare.5047666.v5")

@@ -21,7 +21,7 @@ import numpy as np
 from .detect import FAST_PASS, Detections, HaarDetector, ModelFileError, make_detector
 from .io import to_grey
 
-__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes"]
+__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes", "landmark_boxes"]
 
 CROP = 250  # face crops are resized to this square before landmarking (the paper's size)
 
@@ -57,11 +57,13 @@ class Faces:
     ``boxes``: int32 ``(K, 4)`` x, y, w, h in the original image: the square crop each
     face's landmarks were placed in (the Haar box itself on the Haar path).
     ``landmarks``: float32 ``(K, 68, 2)`` in 250x250 crop coordinates (the input of
-    :func:`fastes.sketch`).
+    :func:`fastes.sketch`). ``thumbs``: float32 ``(K, 24, 24)`` normalized thumbnails of
+    the crops, which video tracking compares frame to frame.
     """
 
     boxes: np.ndarray
     landmarks: np.ndarray
+    thumbs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -82,6 +84,12 @@ class Faces:
 # vs the Haar path 2.29 % of the inter-ocular distance on held-out subjects).
 BLAZE_TO_CROP = (0.004, 0.107, 1.067)
 
+# The crop a face's own landmarks imply (for tracking between detections in video):
+# centre = landmark mean + (cx, cy) * jaw width (points 0-16), side = k * jaw width.
+# Medians of the Haar path's boxes over the posed sets (tools/calibrate_blazeface.py
+# prints them), so a tracked crop frames the face as a detection does.
+LANDMARKS_TO_CROP = (0.001, -0.144, 1.142)
+
 DEFAULT_DETECTOR = "blazeface"
 
 
@@ -95,6 +103,44 @@ def crop_boxes(det: Detections) -> np.ndarray:
     c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + np.stack([dx * w, dy * w], 1)
     side = k * w
     return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
+
+
+def landmark_boxes(image_landmarks: np.ndarray) -> np.ndarray:
+    """Square crop boxes (float ``(K, 4)``) implied by landmarks in image coordinates."""
+    cx, cy, k = LANDMARKS_TO_CROP
+    jaw = np.linalg.norm(image_landmarks[:, 0] - image_landmarks[:, 16], axis=1)
+    c = image_landmarks.mean(1) + np.stack([cx * jaw, cy * jaw], 1)
+    side = k * jaw
+    return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
+
+
+THUMB = 24
+
+
+def _thumbs(crops: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm 24x24 thumbnails of 250x250 crops: their dot product is the
+    normalized cross-correlation of the two faces' appearance."""
+    out = np.empty((len(crops), THUMB, THUMB), np.float32)
+    for k, c in enumerate(crops):
+        t = cv2.resize(c, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+        t -= t.mean()
+        out[k] = t / max(float(np.linalg.norm(t)), 1e-6)
+    return out
+
+
+# Tracking is lost when a face's thumbnail correlates less than this with the previous
+# frame's. On a synthetic clip of a face moving ~5 % of its width per frame, consecutive
+# crops correlate at 0.82 (median; 5th percentile 0.59); a crop of the background
+# the face left correlates near 0. A low value only costs an early re-detection.
+MIN_TRACK_NCC = 0.6
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (K, 4) x, y, w, h box arrays."""
+    iw = np.clip(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    return inter / np.maximum(a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter, 1e-9)
 
 
 class FaceFinder:
@@ -167,11 +213,41 @@ class FaceFinder:
             out[k] = [(pt.x, pt.y) for pt in shape.parts()]
         return out
 
+    def track(self, image: np.ndarray, previous: Faces, order: str = "bgr", min_iou: float = 0.9) -> Faces | None:
+        """Landmarks for the faces of ``previous`` (the last frame's result) without
+        running the detector: each face is re-landmarked in the crop its previous
+        landmarks imply, and again in the crop the new landmarks imply while the two
+        overlap by less than ``min_iou`` (the face moved). Returns ``None`` when
+        tracking is not trustworthy — no face to track, or no agreement after three
+        passes, or a crop that no longer looks like the previous frame's (thumbnail
+        correlation below ``MIN_TRACK_NCC``: the face left) — and the caller should
+        detect again. Faces that enter the frame are found only at
+        the next detection."""
+        if len(previous) == 0:
+            return None
+        grey = to_grey(image, order)
+        boxes = np.round(landmark_boxes(previous.image_landmarks())).astype(np.int32)
+        for _ in range(3):  # re-centre on the face as it moved: usually one extra pass
+            if (boxes[:, 2] < 8).any():
+                return None
+            crops = self.crops(grey, boxes)
+            found = Faces(boxes, self.landmarks(crops), _thumbs(crops))
+            implied = landmark_boxes(found.image_landmarks())
+            if (_iou(boxes.astype(np.float64), implied) >= min_iou).all():
+                if previous.thumbs is not None:
+                    ncc = (found.thumbs * previous.thumbs).sum(axis=(1, 2))
+                    if (ncc < MIN_TRACK_NCC).any():
+                        return None  # the face is gone from where it was
+                return found
+            boxes = np.round(implied).astype(np.int32)
+        return None
+
     # -- all together ---------------------------------------------------------------
     def __call__(self, image: np.ndarray, order: str = "bgr") -> Faces:
         """Find the faces in an image array (see :func:`fastes.io.to_grey` for what it takes)."""
         grey = to_grey(image, order)
         boxes = self.detect(grey if isinstance(self.detector, HaarDetector) else image, order)
         if len(boxes) == 0:
-            return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32))
-        return Faces(boxes, self.landmarks(self.crops(grey, boxes)))
+            return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32), np.zeros((0, THUMB, THUMB), np.float32))
+        crops = self.crops(grey, boxes)
+        return Faces(boxes, self.landmarks(crops), _thumbs(crops))

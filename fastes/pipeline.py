@@ -139,14 +139,37 @@ class Pipeline:
         arr, order = self._array(image)
         t1 = time.perf_counter()
         found = self.detector(arr, order=order)
-        t2 = time.perf_counter()
+        return self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1})
+
+    def _classify(self, found, timings: dict) -> list[Face]:
         if len(found) == 0:
             return []
+        t0 = time.perf_counter()
         probs = self.classifier(found.landmarks)
-        t3 = time.perf_counter()
-        timings = {"read": t1 - t0, "front_end": t2 - t1, "sketch_and_model": t3 - t2}
+        timings = {**timings, "sketch_and_model": time.perf_counter() - t0}
         return [Face(tuple(int(v) for v in b), lm, p, clm, timings)
                 for b, lm, p, clm in zip(found.boxes, found.image_landmarks(), probs, found.landmarks)]
+
+    def run_video(self, frames: Iterable, detect_every: int = 1) -> Iterator[list[Face]]:
+        """Faces per video frame, in this process. With ``detect_every`` N > 1 the
+        detector runs on every Nth frame only; between detections each face is tracked
+        from its previous landmarks (:meth:`fastes.FaceFinder.track`), and detection
+        runs at once whenever tracking is lost. New faces appear at the next detection."""
+        if not isinstance(detect_every, (int, np.integer)) or detect_every < 1:
+            raise ValueError(f"detect_every must be an integer >= 1, got {detect_every!r}")
+        prev, since = None, 0
+        for frame in frames:
+            t0 = time.perf_counter()
+            arr, order = self._array(frame)
+            t1 = time.perf_counter()
+            found = None
+            if prev is not None and since < detect_every - 1:
+                found = self.detector.track(arr, prev, order)
+                since += 1
+            if found is None:
+                found, since = self.detector(arr, order=order), 0
+            prev = found
+            yield self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1})
 
     def run_batch(self, images: Iterable, errors: str = "raise") -> Iterator[list[Face] | Exception]:
         """``run`` over an iterable, lazily: one result list per input, in order.

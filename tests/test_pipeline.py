@@ -193,3 +193,62 @@ def test_folders_are_scanned_by_content(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     names = [rel.name for _, rel in collect_inputs([str(tmp_path)])]
     assert names == ["photo_without_suffix"]
+
+
+def _moving_clip(n=20, vanish=()):
+    face = cv2.resize(cv2.imread(str(sample_images()[0])), (300, 300))
+    frames = []
+    for t in range(n):
+        f = np.full((480, 640, 3), 110, np.uint8)
+        if t not in vanish:
+            x, y = int(170 + 150 * np.sin(t / 10)), int(90 + 60 * np.cos(t / 7))
+            f[y:y + 300, x:x + 300] = face
+        frames.append(f)
+    return frames
+
+
+class _CountingDetector:
+    def __init__(self, det):
+        self.det, self.calls = det, 0
+
+    def __getattr__(self, name):
+        return getattr(self.det, name)
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.det(*a, **k)
+
+
+def test_video_tracking_between_detections(pipe):
+    frames = _moving_clip()
+    counted = _CountingDetector(pipe.detector.detector)
+    finder = fastes.FaceFinder(counted)
+    p = fastes.Pipeline(detector=finder)
+    every = [f[0].landmarks for f in p.run_video(frames, detect_every=1)]
+    assert counted.calls == len(frames)
+    counted.calls = 0
+    tracked = list(p.run_video(frames, detect_every=5))
+    assert counted.calls <= len(frames) // 5 + 2  # detection on every 5th frame (+ re-detections)
+    for a, b in zip(tracked, every):
+        assert len(a) == 1
+        iod = np.linalg.norm(b[36:42].mean(0) - b[42:48].mean(0))
+        assert np.linalg.norm(a[0].landmarks - b, axis=1).mean() < 0.06 * iod
+    # a face that leaves is not tracked as a ghost: the frames without it have no face
+    gone = list(p.run_video(_moving_clip(12, vanish=range(4, 8)), detect_every=10))
+    assert [len(f) for f in gone] == [1] * 4 + [0] * 4 + [1] * 4
+    with pytest.raises(ValueError, match="detect_every"):
+        list(p.run_video(frames, detect_every=0))
+
+
+def test_cli_run_video_detect_every(tmp_path):
+    path = tmp_path / "clip.avi"
+    frames = _moving_clip(12)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 480))
+    for f in frames:
+        w.write(f)
+    w.release()
+    out = tmp_path / "r.csv"
+    assert main(["run", str(path), "--out", str(out), "--detect-every", "4", "--no-progress"]) == 0
+    rows = _table(out)
+    assert len(rows) == 12 and all(r["label"] in fastes.CLASSES for r in rows)
+    assert main(["run", str(path), "--out", str(out), "--detect-every", "0"]) == 2
