@@ -141,10 +141,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("inputs", nargs="*", metavar="INPUT", help="images, folders (recursive) or videos")
     rn.add_argument("--out", "-o", default="results.csv", metavar="FILE",
-                    help="results table, .csv or .jsonl (default results.csv)")
+                    help="results table, .csv, .jsonl or .parquet (needs pyarrow) (default results.csv)")
     rn.add_argument("--model", "-m", default="default",
                     help="shipped model name, 'ensemble', or a .tflite/.keras path (default: default)")
-    rn.add_argument("--webcam", type=int, metavar="N", help="read camera N instead of INPUT (Ctrl-C stops)")
+    rn.add_argument("--webcam", type=int, metavar="N",
+                    help="read camera N instead of INPUT (Ctrl-C stops); shows a live annotated window when "
+                    "OpenCV has a GUI and a display (the headless wheel has none: rows only)")
+    rn.add_argument("--no-window", action="store_true", help="--webcam: never open a window, rows only")
     rn.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
     rn.add_argument("--detect-every", type=int, default=1, metavar="N",
                     help="videos: run the detector on every Nth processed frame only and track faces from "
@@ -423,19 +426,32 @@ def _frames(path: Path, every: int, webcam: int | None = None):
 
 class _Table:
     """Rows written as they come to a temp file, renamed over --out at the end (also after
-    Ctrl-C), so the output is never half-written and --resume can continue."""
+    Ctrl-C), so the output is never half-written and --resume can continue. Parquet
+    (needs pyarrow) is written from the temp file's JSON lines at the end."""
 
     def __init__(self, out: Path, resume: bool, with_landmarks: bool):
         import csv
         import json
 
-        self.out, self.json = out, out.suffix.lower() == ".jsonl"
+        suffix = out.suffix.lower()
+        self.out, self.parquet = out, suffix == ".parquet"
+        self.json = suffix == ".jsonl" or self.parquet
+        if self.parquet:
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UsageError("--out .parquet needs pyarrow: pip install pyarrow") from None
         self.fields = FIELDS + (["landmarks"] if with_landmarks else [])
         self.done: set[str] = set()
         old = []
         if resume and out.exists():
-            with open(out, newline="", encoding="utf-8") as f:
-                old = [json.loads(x) for x in f if x.strip()] if self.json else list(csv.DictReader(f))
+            if self.parquet:
+                import pyarrow.parquet as pq
+
+                old = pq.read_table(out).to_pylist()
+            else:
+                with open(out, newline="", encoding="utf-8") as f:
+                    old = [json.loads(x) for x in f if x.strip()] if self.json else list(csv.DictReader(f))
             self.done = {r["source"] for r in old}
         self.tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         self.f = open(self.tmp, "w", newline="", encoding="utf-8")
@@ -455,7 +471,41 @@ class _Table:
 
     def close(self) -> None:
         self.f.close()
-        os.replace(self.tmp, self.out)
+        if not self.parquet:
+            os.replace(self.tmp, self.out)
+            return
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with open(self.tmp, encoding="utf-8") as f:
+            rows = [json.loads(x) for x in f if x.strip()]
+        # every row has every column (None where absent), in the CSV's order
+        cols = self.fields + sorted({k for r in rows for k in r} - set(self.fields))
+        table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
+        from .io import atomic_write
+
+        atomic_write(self.out, lambda t: pq.write_table(table, t))
+        os.unlink(self.tmp)
+
+
+class _WindowClosed(Exception):
+    """The user closed the live window (q or Esc)."""
+
+
+def _gui_available() -> bool:
+    """True when OpenCV can open a window here: a build with highgui (not the headless
+    wheel) and, on Linux, a display to open it on."""
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        cv2.namedWindow("fastes (q or Esc to stop)")
+        return True
+    except cv2.error:
+        return False
 
 
 def _annotate(image, faces):
@@ -490,8 +540,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     from .runtime import ModelError
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".csv", ".jsonl"):
-        raise UsageError("--out must end in .csv or .jsonl")
+    if out.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
+        raise UsageError("--out must end in .csv, .jsonl or .parquet")
     if args.every < 1:
         raise UsageError("--every must be >= 1")
     if getattr(args, "detect_every", 1) < 1:
@@ -511,6 +561,11 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         todo = [(Path(f"webcam{webcam}"), Path(f"webcam{webcam}"))]
     sketch_dir = Path(args.save_sketches) if args.save_sketches else None
     ann_dir = Path(args.annotate) if args.annotate else None
+    # --webcam shows an annotated live window where OpenCV has a GUI and a display;
+    # otherwise (headless OpenCV, no display, --no-window) it only writes rows
+    window = "fastes (q or Esc to stop)" if webcam is not None and not args.no_window and _gui_available() else None
+    if webcam is not None and not window and not args.no_window and not getattr(args, "quiet", False):
+        print("no GUI or display for a live window here (headless OpenCV?): writing rows only", file=sys.stderr)
     n_img = n_faces = n_noface = 0
     failed: list[str] = []
     rows: list[dict] = []
@@ -561,6 +616,12 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
                 video_out[source] = (cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h)), tmp, target)
             vis = _annotate(image, faces)
             video_out[source][0].write(vis)
+        if window:
+            import cv2
+
+            cv2.imshow(window, _annotate(image, faces))
+            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                raise _WindowClosed
         bar.set_postfix(faces_per_s=f"{n_faces / max(1e-9, time.perf_counter() - t0):.1f}")
 
     def fail(path, message):
@@ -574,7 +635,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
 
         def frames():
             for i, ts, frame in _frames(path, args.every, webcam):
-                meta.append((i, ts, frame if ann_dir else None))
+                meta.append((i, ts, frame if ann_dir or window else None))
                 yield frame
 
         try:
@@ -585,6 +646,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             for faces in stream:
                 i, ts, frame = meta.popleft()
                 emit(str(path), i, None if ts is None else round(ts, 3), frame, rel, faces, tracker)
+        except _WindowClosed:
+            pass
         finally:
             if str(path) in video_out:
                 writer, tmp, target = video_out.pop(str(path))
@@ -690,7 +753,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ns = argparse.Namespace(out=str(out / "results.csv"), model=args.model, every=1, landmarks=False,
                             save_sketches=str(out / "sketches"), annotate=str(out / "annotated"), resume=False,
-                            threads=1, workers=1, detect_every=1, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
+                            threads=1, workers=1, detect_every=1, no_window=True, detector=DEFAULT_DETECTOR, detect_size=160, no_progress=True, quiet=False)
     items = [(p, Path(p.name)) for p in sample_images()]
     print("fastes demo: 6 London set images, CC BY 4.0: DeBruine & Jones (2017), Face Research Lab "
           "London Set, doi:10.6084/m9.figshare.5047666.v5")

@@ -252,3 +252,38 @@ def test_cli_run_video_detect_every(tmp_path):
     rows = _table(out)
     assert len(rows) == 12 and all(r["label"] in fastes.CLASSES for r in rows)
     assert main(["run", str(path), "--out", str(out), "--detect-every", "0"]) == 2
+
+
+def test_webcam_live_window_and_headless_rows(tmp_path, monkeypatch):
+    """--webcam: rows only on headless OpenCV; with a GUI, an annotated window that q closes."""
+    import fastes.cli as cli
+
+    assert not cli._gui_available() or cv2.getBuildInformation().find("GUI") >= 0
+    frames = _moving_clip(6)
+    monkeypatch.setattr(cli, "_frames", lambda path, every, webcam=None: ((i, i / 25, f) for i, f in enumerate(frames)))
+    out = tmp_path / "cam.csv"
+    monkeypatch.setattr(cli, "_gui_available", lambda: False)
+    assert main(["run", "--webcam", "0", "--out", str(out), "--no-progress"]) == 0
+    assert len(_table(out)) == 6
+    shown, keys = [], iter([-1, -1, ord("q")])
+    monkeypatch.setattr(cli, "_gui_available", lambda: True)
+    monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: next(keys))
+    out2 = tmp_path / "cam2.csv"
+    assert main(["run", "--webcam", "0", "--out", str(out2), "--no-progress"]) == 0
+    assert shown == [(480, 640, 3)] * 3 and len(_table(out2)) == 3  # q after the third frame
+
+
+def test_cli_run_parquet_rows_and_resume(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (dev extra) for parquet output")
+    out = tmp_path / "r.parquet"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    assert main(["run", str(sample_images()[0]), str(bad), "--out", str(out), "--landmarks", "--no-progress"]) == 1
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 2 and rows[0]["label"] in fastes.CLASSES and len(rows[0]["landmarks"]) == 68
+    assert rows[1]["error"] and rows[1]["label"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "r.parquet"]  # no temp left
+    assert main(["run", str(sample_images()[0]), str(sample_images()[1]), "--out", str(out), "--resume",
+                 "--no-progress"]) == 0
+    assert len(pq.read_table(out).to_pylist()) == 3
