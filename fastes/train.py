@@ -335,17 +335,20 @@ def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, 
 
 def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool = True,
                    wild: FaceSet | None = None, folds: np.ndarray | None = None,
-                   test_folds=None) -> dict:
+                   test_folds=None, quantize: str | None = None) -> dict:
     """k-fold subject-disjoint cross-validation (or the given ``folds``; only
     ``test_folds`` are held out in turn, default all). Returns per-row probabilities
     (NaN for rows without a face or never held out), the fold of each row and seconds
-    per fold."""
+    per fold. With ``quantize`` (e.g. ``"int8"``) each fold's model is also converted
+    (calibrated on its own training sketches) and run on its held-out fold:
+    ``probs_tflite`` and per-fold ``agreement`` measure what quantization costs."""
     from .data import subject_folds
 
     folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
     size = cfg.input_size()
     probs = np.full((len(data), len(CLASSES)), np.nan, np.float32)
-    seconds, train_acc = [], []
+    seconds, train_acc, agreement = [], [], []
+    probs_q = np.full_like(probs, np.nan) if quantize else None
     pre = None
     if cfg.pretrain != "none":  # pre-train once; every fold starts from these weights
         pre = _pretrained(cfg, progress, wild)
@@ -357,9 +360,22 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
                       desc=f"{cfg.net} fold {f + 1}/{k}")
         train_acc.append(hist[-1]["accuracy"])
         te = (folds == f) & data.found
-        probs[te] = predict(model, render(data.landmarks[te], size))
+        x_te = render(data.landmarks[te], size)
+        probs[te] = predict(model, x_te)
         seconds.append(time.perf_counter() - t0)
-    return {"probs": probs, "folds": folds, "seconds": seconds, "train_accuracy": train_acc}
+        if quantize:
+            from .convert import N_CALIBRATION, convert, run_tflite
+
+            rng = np.random.default_rng(f)
+            calib = rng.permutation(np.flatnonzero(tr.found))[:N_CALIBRATION]
+            res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size),
+                          verify=x_te, labels=data.labels[te], min_agreement=0.0)
+            probs_q[te] = run_tflite(res["bytes"], x_te)
+            agreement.append(res["agreement"])
+    out = {"probs": probs, "folds": folds, "seconds": seconds, "train_accuracy": train_acc}
+    if quantize:
+        out.update(probs_tflite=probs_q, agreement=agreement)
+    return out
 
 
 def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
                     "same person can be on both sides, as in the paper)")
     ap.add_argument("--detector", default="haar",
                     help="front end of the landmarks (default haar); other than haar, run names get '@<detector>'")
+    ap.add_argument("--int8", action="store_true",
+                    help="also convert each fold's model to int8 TFLite and evaluate it on its held-out fold")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
@@ -89,7 +91,8 @@ def main(argv=None) -> int:
                                 test_folds=[0])
             rows = folds == 0
         else:
-            cv = cross_validate(posed, cfg, progress=not a.no_progress, wild=wild)
+            cv = cross_validate(posed, cfg, progress=not a.no_progress, wild=wild,
+                                quantize="int8" if a.int8 else None)
             rows = np.ones(len(posed), bool)
         ok = ~np.isnan(cv["probs"][:, 0])
         pred = np.where(ok, np.nan_to_num(cv["probs"]).argmax(1), MISSED)
@@ -101,6 +104,14 @@ def main(argv=None) -> int:
                "train_accuracy": cv["train_accuracy"],
                "data_digest": posed.digest(), **m,
                "probs": np.round(np.nan_to_num(cv["probs"], nan=-1), 4).tolist()}
+        if "probs_tflite" in cv:
+            okq = ~np.isnan(cv["probs_tflite"][:, 0])
+            pq = np.where(okq, np.nan_to_num(cv["probs_tflite"]).argmax(1), MISSED)
+            mq = metrics(sub.labels, pq[rows], sub.groups)
+            rec.update(int8_accuracy=mq["accuracy"], int8_macro_f1=mq["macro_f1"],
+                       int8_agreement_per_fold=cv["agreement"],
+                       int8_agreement=float((pq[rows & okq] == pred[rows & okq]).mean()))
+            print(f"{spec}: int8 accuracy {mq['accuracy']:.3f} (agreement {rec['int8_agreement']:.3f})", flush=True)
         with open(out, "a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"{spec}: accuracy {m['accuracy']:.3f} macro_f1 {m['macro_f1']:.3f} "
