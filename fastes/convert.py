@@ -50,21 +50,9 @@ def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, se
 
 def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """Run a TFLite model (bytes) on float inputs ``x``; quantized I/O scaled here."""
-    from .runtime import dequantize_output, interpreter_class, quantize_input
+    from .runtime import TFLiteModel
 
-    it = interpreter_class()(model_content=content, num_threads=2)
-    inp = it.get_input_details()[0]
-    outs = []
-    for i in range(0, len(x), batch):
-        xb = np.asarray(x[i:i + batch], np.float32)
-        it.resize_tensor_input(inp["index"], list(xb.shape))
-        it.allocate_tensors()
-        inp = it.get_input_details()[0]
-        out = it.get_output_details()[0]
-        it.set_tensor(inp["index"], quantize_input(xb, inp))
-        it.invoke()
-        outs.append(dequantize_output(it.get_tensor(out["index"]), out))
-    return np.concatenate(outs)
+    return TFLiteModel(content=content, threads=2).predict(x, batch)
 
 
 def _load(model):

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import CLASSES
 
-__all__ = ["ModelError", "Classifier", "TFLiteClassifier", "KerasClassifier", "load_classifier",
+__all__ = ["ModelError", "Classifier", "TFLiteModel", "TFLiteClassifier", "KerasClassifier", "load_classifier",
            "Ensemble", "interpreter_class"]
 
 
@@ -59,6 +59,14 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return scale * (y.astype(np.float32) - zp)
 
 
+def _sketch_io(path, shape: tuple, oshape: tuple) -> int:
+    """Check a sketch classifier's input ``(N, S, S, 1)`` and output ``(N, 4)``; return S."""
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or oshape[-1] != len(CLASSES):
+        raise ModelError(f"{path}: expected input (N, S, S, 1) and output (N, {len(CLASSES)}), "
+                         f"got {shape} and {oshape}")
+    return int(shape[1])
+
+
 class Classifier:
     """A sketch classifier: ``input_size`` and ``predict(x (N, S, S, 1)) -> (N, 4)``."""
 
@@ -78,32 +86,31 @@ class Classifier:
     __call__ = predict_landmarks
 
 
-class TFLiteClassifier(Classifier):
-    def __init__(self, path, threads: int | None = None):
-        path = Path(path)
-        if not path.is_file():
+class TFLiteModel:
+    """Any one-input, one-output TFLite model (a file or bytes): batches of any length
+    (the input tensor is resized), quantized input and output scaled here. Shared by the
+    classifiers and by :func:`fastes.convert.convert`'s verification."""
+
+    def __init__(self, path=None, threads: int | None = None, content: bytes | None = None):
+        self.label = str(path) if path is not None else "model"
+        if path is not None and not Path(path).is_file():
             raise ModelError(f"{path}: no such model file")
         Interpreter = interpreter_class()
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads or 1)
+            kw = {"model_path": str(path)} if path is not None else {"model_content": content}
+            self.interp = Interpreter(**kw, num_threads=threads or 1)
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{path}: not a valid TFLite model ({e})") from None
+            raise ModelError(f"{self.label}: not a valid TFLite model ({e})") from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
-            raise ModelError(f"{path}: expected one input and one output, got {len(ins)} and {len(outs)}")
-        shape, oshape = ins[0]["shape"], outs[0]["shape"]
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or oshape[-1] != len(CLASSES):
-            raise ModelError(f"{path}: expected input (N, S, S, 1) and output (N, {len(CLASSES)}), "
-                             f"got {tuple(shape)} and {tuple(oshape)}")
-        self.path, self.name = path, path.stem
-        self.input_size = int(shape[1])
+            raise ModelError(f"{self.label}: expected one input and one output, got {len(ins)} and {len(outs)}")
         self._in, self._out = ins[0], outs[0]
-        self._batch = int(shape[0])
+        self._batch = int(self._in["shape"][0])
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
-            self.interp.resize_tensor_input(self._in["index"], [n, self.input_size, self.input_size, 1])
+            self.interp.resize_tensor_input(self._in["index"], [n, *self._in["shape"][1:]])
             self.interp.allocate_tensors()
             self._in = self.interp.get_input_details()[0]
             self._out = self.interp.get_output_details()[0]
@@ -111,14 +118,27 @@ class TFLiteClassifier(Classifier):
 
     def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        out = np.empty((len(x), len(CLASSES)), np.float32)
+        outs = []
         for i in range(0, len(x), batch):
             xb = x[i:i + batch]
             self._resize(len(xb))
             self.interp.set_tensor(self._in["index"], quantize_input(xb, self._in))
             self.interp.invoke()
-            out[i:i + len(xb)] = dequantize_output(self.interp.get_tensor(self._out["index"]), self._out)
-        return out
+            outs.append(dequantize_output(self.interp.get_tensor(self._out["index"]), self._out))
+        return np.concatenate(outs) if outs else np.zeros((0, *self._out["shape"][1:]), np.float32)
+
+
+class TFLiteClassifier(TFLiteModel, Classifier):
+    """A ``.tflite`` sketch classifier: input ``(N, S, S, 1)``, output ``(N, 4)``."""
+
+    def __init__(self, path, threads: int | None = None):
+        path = Path(path)
+        super().__init__(path, threads)
+        self.path, self.name = path, path.stem
+        self.input_size = _sketch_io(path, tuple(self._in["shape"]), tuple(self._out["shape"]))
+
+    predict = TFLiteModel.predict
+    __call__ = Classifier.predict_landmarks
 
 
 class KerasClassifier(Classifier):
@@ -137,11 +157,8 @@ class KerasClassifier(Classifier):
             self.model = keras.saving.load_model(path, compile=False)
         except Exception as e:  # keras raises many types for bad files
             raise ModelError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from None
-        shape = self.model.input_shape
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or self.model.output_shape[-1] != len(CLASSES):
-            raise ModelError(f"{path}: expected input (N, S, S, 1) and output (N, {len(CLASSES)}), "
-                             f"got {shape} and {self.model.output_shape}")
-        self.path, self.name, self.input_size = path, path.stem, int(shape[1])
+        self.path, self.name = path, path.stem
+        self.input_size = _sketch_io(path, tuple(self.model.input_shape), tuple(self.model.output_shape))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0))
