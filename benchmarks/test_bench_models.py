@@ -41,7 +41,7 @@ def _model(net):
 
 
 def _sketches(net, n, landmarks_1000):
-    from fastes.train import render
+    from fastes.sketch import render
 
     return render(landmarks_1000[:n], DEFAULT_SIZE[net])
 

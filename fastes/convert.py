@@ -35,7 +35,8 @@ def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, se
     wild faces (never used in training here) with their labels, disjoint from calibration.
     Returns ``(x_calib, x_verify, y_verify)``.
     """
-    from .train import load_faces, render
+    from .sketch import render
+    from .train import load_faces
 
     posed = load_faces(progress=False)
     wild = load_faces(datasets=("wild",), progress=False)

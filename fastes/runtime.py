@@ -79,7 +79,7 @@ class Classifier:
     def predict_landmarks(self, landmarks: np.ndarray) -> np.ndarray:
         """Probabilities for ``(N, 68, 2)`` crop-space landmarks (sketches drawn here at
         the model's input size)."""
-        from .train import render
+        from .sketch import render
 
         return self.predict(render(landmarks, self.input_size))
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["remap", "sketch", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
+__all__ = ["remap", "sketch", "render", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
 
 CANVAS = 250  # the paper's sketch size; `size` scales everything from here
 THICKNESS = 7
@@ -522,6 +522,24 @@ def sketch(
     kernel = _sketch_parallel if parallel else _sketch_serial
     kernel(lms, _SHIFT_Y, _PARTS, scale, np.int64(r), np.int64(margin), target)
     return target[0] if single else out
+
+
+def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None) -> np.ndarray:
+    """Network input ``(N, size, size, 1)`` float32 in {0, 1}; rows without a face (or
+    with degenerate landmarks) are left blank."""
+    n = len(landmarks)
+    out = np.zeros((n, size, size), np.uint8)
+    ok = np.ones(n, bool) if found is None else np.asarray(found, bool).copy()
+    if ok.any():
+        try:
+            out[ok] = sketch(landmarks[ok], size=size)
+        except ValueError:  # a degenerate face: draw one by one, leave the bad ones blank
+            for i in np.flatnonzero(ok):
+                try:
+                    out[i] = sketch(landmarks[i], size=size)
+                except ValueError:
+                    pass
+    return (out[..., None] > 0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- references

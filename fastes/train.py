@@ -19,7 +19,7 @@ import numpy as np
 
 from . import CLASSES
 from .io import atomic_write as _atomic
-from .sketch import sketch
+from .sketch import render, sketch  # noqa: F401  (render: re-exported)
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
@@ -118,24 +118,6 @@ def augment(landmarks: np.ndarray, rng: np.random.Generator, rotate: float = 8.0
     if jitter:
         lm += rng.normal(0.0, jitter, lm.shape)
     return lm.astype(np.float32)
-
-
-def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None) -> np.ndarray:
-    """Network input ``(N, size, size, 1)`` float32 in {0, 1}; rows without a face (or
-    with degenerate landmarks) are left blank."""
-    n = len(landmarks)
-    out = np.zeros((n, size, size), np.uint8)
-    ok = np.ones(n, bool) if found is None else np.asarray(found, bool).copy()
-    if ok.any():
-        try:
-            out[ok] = sketch(landmarks[ok], size=size)
-        except ValueError:  # a degenerate face: draw one by one, leave the bad ones blank
-            for i in np.flatnonzero(ok):
-                try:
-                    out[i] = sketch(landmarks[i], size=size)
-                except ValueError:
-                    pass
-    return (out[..., None] > 0).astype(np.float32)
 
 
 def load_mnist(root=None) -> tuple[np.ndarray, np.ndarray]:
