@@ -101,7 +101,9 @@ class Pipeline:
     file) and only compact results come back (boxes, landmarks, probabilities); numpy
     arrays are sent pickled. Results keep the input order. The pool starts on first use
     (about a second per worker) and stops with :meth:`close` or at exit; ``run`` on one
-    image always runs in this process.
+    image always runs in this process. Workers are spawned, as ``multiprocessing``
+    spawns them: a script that uses them needs the ``if __name__ == "__main__":`` guard,
+    and a custom detector object must be picklable.
     """
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | FaceFinder = DEFAULT_DETECTOR,
