@@ -287,3 +287,15 @@ def test_cli_run_parquet_rows_and_resume(tmp_path):
     assert main(["run", str(sample_images()[0]), str(sample_images()[1]), "--out", str(out), "--resume",
                  "--no-progress"]) == 0
     assert len(pq.read_table(out).to_pylist()) == 3
+
+
+def test_python_m_fastes_with_workers(tmp_path):
+    """Spawned workers import the main module: `python -m fastes` must not run twice."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.csv"
+    r = subprocess.run([sys.executable, "-m", "fastes", "run", *map(str, sample_images()[:3]), "--workers", "2",
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(_table(out)) == 3
