@@ -66,7 +66,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sk = sub.add_parser(
         "sketch",
         help="turn face photos into emotion sketches (one PNG per face)",
-        description="Detect faces (Haar cascade), place 68 landmarks (dlib) and draw each "
+        description="Detect faces (BlazeFace by default, or the paper's Haar cascade), place 68 landmarks (dlib) and draw each "
         "face's emotion sketch: brows, eyes and mouth remapped as in the paper, 7-px lines "
         "on a 250x250 canvas. Writes <stem>_face<k>.png per face (k = 0, 1, ... left to "
         "right); files found in folders keep their sub-folder under --out.",
