@@ -40,7 +40,8 @@ def found():
 @pytest.fixture
 def record():
     def _record(name: str, benchmark) -> None:
-        _results[name] = benchmark.stats.stats.median
+        if benchmark.stats is not None:  # None with --benchmark-disable (a smoke run)
+            _results[name] = benchmark.stats.stats.median
     return _record
 
 
@@ -53,6 +54,10 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"{name:40s} {med * 1e6:12.1f} us (whole call)")
     if "pipeline_frame_640x480" in _results:
         tr.write_line(f"640x480 one-face frames, one core: {1 / _results['pipeline_frame_640x480']:.1f} frames/s")
+    for n in (1, 8, 64, 1000):
+        if f"sketch_and_model_batch_{n}" in _results:
+            tr.write_line(f"sketch + default model, batch of {n}: "
+                          f"{_results[f'sketch_and_model_batch_{n}'] / n * 1e3:.3f} ms per face")
     for w in (1, 2):
         if f"video_30_frames_workers_{w}" in _results:
             tr.write_line(f"640x480 one-face frames, {w} worker process(es): "

@@ -66,3 +66,34 @@ def test_pipeline_video_frames_workers(benchmark, record, moving_clip, workers):
         n = benchmark.pedantic(lambda: sum(len(f) for f in p.run_batch(moving_clip)), rounds=5, warmup_rounds=1)
     assert n == len(moving_clip)
     record(f"video_30_frames_workers_{workers}", benchmark)
+
+
+@pytest.mark.parametrize("size", [(240, 320), (480, 640), (1080, 1920), (2160, 3840)],
+                         ids=["320x240", "640x480", "1920x1080", "3840x2160"])
+def test_pipeline_image_size(benchmark, record, pipe, size):
+    """End to end per image, one face, as the image grows (decoded arrays)."""
+    from fastes.testing import frame_with_face
+
+    img = frame_with_face(cv2.imread(str(sample_images()[0])), size)
+    assert len(pipe.run(img)) == 1
+    benchmark(pipe.run, img)
+    record(f"pipeline_{size[1]}x{size[0]}", benchmark)
+
+
+@pytest.mark.parametrize("n", [1, 4, 16])
+def test_pipeline_faces_per_image(benchmark, record, found, n):
+    """End to end per 1920x1080 image with 1, 4 and 16 faces (the group detector)."""
+    from fastes.testing import collage
+
+    p = fastes.Pipeline(detector="blazeface-group")
+    img = collage([cv2.imread(str(q)) for q in sample_images()], n, (1080, 1920))
+    found[f"pipeline blazeface-group {n} faces"] = benchmark(lambda: len(p.run(img)))
+    record(f"pipeline_1080p_{n}faces", benchmark)
+
+
+@pytest.mark.parametrize("n", [1, 8, 64, 1000])
+def test_sketch_and_model_batch(benchmark, record, pipe, landmarks_1000, n):
+    """Sketch + default model for a batch of n faces (per-face cost falls with batching)."""
+    lms = landmarks_1000[:n]
+    benchmark(pipe.classifier, lms)
+    record(f"sketch_and_model_batch_{n}", benchmark)
