@@ -352,6 +352,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     model, history = train(data, cfg, out, progress=not args.no_progress, resume=args.resume)
     meta = json.loads((out / "config.json").read_text())
+    meta["detector"] = args.detector  # the front end of the training landmarks: run the model with it
+    write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
     lines = [f"# {args.net} trained by fastes", "", f"- input {cfg.input_size()} px, {len(history)} epochs, "
              f"seed {cfg.seed}, pre-training {cfg.pretrain}, landmarks from the {args.detector} front end",
              f"- {meta['n_train']} training faces, data digest `{meta['data_digest']}`",

@@ -82,6 +82,9 @@ def test_train_writes_model_history_config(tiny_run):
     assert [h["epoch"] for h in hist] == [1, 2]
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["input_size"] == 32 and cfg["n_train"] == 24 and len(cfg["data_digest"]) == 16
+    from fastes.cli import TRAIN_DETECTOR
+
+    assert cfg["detector"] == TRAIN_DETECTOR
 
 
 def test_train_refuses_to_overwrite(tiny_run, capsys):
