@@ -146,8 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="shipped model name, 'ensemble', or a .tflite/.keras path (default: default)")
     rn.add_argument("--webcam", type=int, metavar="N",
                     help="read camera N instead of INPUT (Ctrl-C stops); shows a live annotated window when "
-                    "OpenCV has a GUI and a display (the headless wheel has none: rows only)")
-    rn.add_argument("--no-window", action="store_true", help="--webcam: never open a window, rows only")
+                    "OpenCV has a GUI and a display, else prints a line per face as it goes (the headless "
+                    "wheel has no GUI)")
+    rn.add_argument("--no-window", action="store_true", help="--webcam: never open a window, print lines instead")
     rn.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
     rn.add_argument("--detect-every", type=int, default=1, metavar="N",
                     help="videos: run the detector on every Nth processed frame only and track faces from "
@@ -566,8 +567,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     # --webcam shows an annotated live window where OpenCV has a GUI and a display;
     # otherwise (headless OpenCV, no display, --no-window) it only writes rows
     window = "fastes (q or Esc to stop)" if webcam is not None and not args.no_window and _gui_available() else None
+    live_rows = webcam is not None and not window and not getattr(args, "quiet", False)
     if webcam is not None and not window and not args.no_window and not getattr(args, "quiet", False):
-        print("no GUI or display for a live window here (headless OpenCV?): writing rows only", file=sys.stderr)
+        print("no GUI or display for a live window here (headless OpenCV?): printing a line per face",
+              file=sys.stderr)
     n_img = n_faces = n_noface = 0
     failed: list[str] = []
     rows: list[dict] = []
@@ -600,6 +603,9 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             table.write(row)
             rows.append(row)
             n_faces += 1
+            if live_rows:  # --webcam without a window: the rows are the live view
+                print(f"frame {frame} face {k} track {tracks[k]}: {f.label} {f.confidence:.2f} "
+                      f"box {x},{y},{w},{h}", flush=True)
             if sketch_dir:
                 (sketch_dir / stem).parent.mkdir(parents=True, exist_ok=True)
                 write_png_atomic(sketch_dir / f"{stem}_face{k}.png", f.sketch)

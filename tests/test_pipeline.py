@@ -254,7 +254,7 @@ def test_cli_run_video_detect_every(tmp_path):
     assert main(["run", str(path), "--out", str(out), "--detect-every", "0"]) == 2
 
 
-def test_webcam_live_window_and_headless_rows(tmp_path, monkeypatch):
+def test_webcam_live_window_and_headless_rows(tmp_path, monkeypatch, capsys):
     """--webcam: rows only on headless OpenCV; with a GUI, an annotated window that q closes."""
     import fastes.cli as cli
 
@@ -265,6 +265,8 @@ def test_webcam_live_window_and_headless_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "_gui_available", lambda: False)
     assert main(["run", "--webcam", "0", "--out", str(out), "--no-progress"]) == 0
     assert len(_table(out)) == 6
+    printed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("frame ")]
+    assert len(printed) == 6 and printed[0].startswith("frame 0 face 0")
     shown, keys = [], iter([-1, -1, ord("q")])
     monkeypatch.setattr(cli, "_gui_available", lambda: True)
     monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape))
