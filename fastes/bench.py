@@ -81,10 +81,10 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     from . import sketch
     from .cli import sample_images
     from .detect import _cascade
-    from .face import FaceFinder, _predictor
+    from .face import _predictor
     from .io import read_image, to_grey
     from .pipeline import Pipeline, model_path
-    from .runtime import load_classifier
+    from .sketch import remap
     from .testing import frame_with_face
 
     cv2.setNumThreads(1)
@@ -95,8 +95,8 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     paths = sample_images()
     frame = frame_with_face(read_image(paths[0]))  # 640x480, one face
     grey = to_grey(frame)
-    finder = FaceFinder()
-    clf = load_classifier(model_path("default"))
+    pipe = Pipeline()  # the default detector and model, loaded once for every stage
+    finder, clf = pipe.detector, pipe.classifier
     size = clf.input_size
     lm = finder(frame).landmarks  # (1, 68, 2)
     lms = np.repeat(lm, 1000, 0) + np.random.default_rng(0).uniform(-2, 2, (1000, 68, 2)).astype(np.float32)
@@ -123,7 +123,6 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     stage("landmarks", lambda: finder.landmarks(finder.crops(grey, np.array([box]))),
           (lambda: base.landmarks(grey, hbox, predictor)) if base else None)
     pts = [tuple(p) for p in lm[0].tolist()]
-    from .sketch import remap
     stage("remap", lambda: remap(lm), (lambda: base.remap_loop(pts)) if base else None)
     rpts = base.remap_loop(pts) if base else None
     stage("draw", lambda: sketch(lms), (lambda: base.png_roundtrip(base.draw_lines(rpts))) if base else None, per=1000)
@@ -137,15 +136,12 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
           if base else None, per=1000)
     stage("image_to_sketch", lambda: sketch(finder(frame).landmarks),
           (lambda: base.image_to_sketch(grey, cascade, predictor)) if base else None)
-    pipe = Pipeline()
-    base_e2e = None
-    if keras_model is not None:
-        def base_e2e():
-            for s in base.image_to_sketch(grey, cascade, predictor):
-                keras_model.predict(base.model_input(s, size), verbose=0)
-    stage("image_to_label", lambda: pipe.run(frame), base_e2e)
+    def base_e2e():
+        for s in base.image_to_sketch(grey, cascade, predictor):
+            keras_model.predict(base.model_input(s, size), verbose=0)
+
+    stage("image_to_label", lambda: pipe.run(frame), base_e2e if keras_model is not None else None)
     e2e = stages["image_to_label"]
-    e2e_speedup = e2e["speedup"] if e2e["speedup"] is not None else None
 
     progress("  workers scaling ...")
     n_images = n_images or (240 if full else 60)
@@ -159,7 +155,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
             scaling[str(w)] = n / (time.perf_counter() - t0)
     return {
         "stages": stages,
-        "end_to_end_speedup": e2e_speedup,
+        "end_to_end_speedup": e2e["speedup"],
         "end_to_end_speedup_vs_paper": PAPER_S["image_to_label"] / e2e["fastes_s"],
         "landmarks_to_sketch_speedup_vs_paper": PAPER_S["landmarks_to_sketch"] / stages["landmarks_to_sketch"]["fastes_s"],
         "scaling": scaling,

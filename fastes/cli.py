@@ -13,6 +13,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from . import CLASSES
 from .detect import DETECTORS
 from .face import DEFAULT_DETECTOR, FaceFinder
 
@@ -180,7 +181,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser(
         "bench",
-        help="time fastes against the paper's pipeline, stage by stage (about 2 minutes)",
+        help="time fastes against the paper's pipeline, stage by stage (about 20 s; --full under 2 minutes)",
         description="Time every stage (decode, detect, landmarks, remap, draw, model input, inference, and "
         "image -> sketch / label per face) for fastes and for a paper-style baseline (benchmarks/"
         "paper_baseline.py of the source checkout: Haar on the full image, per-point Python remapping, "
@@ -400,7 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 FIELDS = ["source", "frame", "timestamp", "face", "track", "x", "y", "w", "h", "label", "confidence",
-          *[f"p_{c}" for c in ("positive", "negative", "awe", "neutral")], "error"]
+          *[f"p_{c}" for c in CLASSES], "error"]
 
 
 def _frames(path: Path, every: int, webcam: int | None = None):
@@ -493,6 +494,9 @@ class _Table:
         os.unlink(self.tmp)
 
 
+_WINDOW = "fastes (q or Esc to stop)"  # the --webcam live window's title
+
+
 class _WindowClosed(Exception):
     """The user closed the live window (q or Esc)."""
 
@@ -505,7 +509,7 @@ def _gui_available() -> bool:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False
     try:
-        cv2.namedWindow("fastes (q or Esc to stop)")
+        cv2.namedWindow(_WINDOW)
         return True
     except cv2.error:
         return False
@@ -565,10 +569,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
     sketch_dir = Path(args.save_sketches) if args.save_sketches else None
     ann_dir = Path(args.annotate) if args.annotate else None
     # --webcam shows an annotated live window where OpenCV has a GUI and a display;
-    # otherwise (headless OpenCV, no display, --no-window) it only writes rows
-    window = "fastes (q or Esc to stop)" if webcam is not None and not args.no_window and _gui_available() else None
+    # otherwise (headless OpenCV, no display, --no-window) it prints a line per face
+    window = webcam is not None and not args.no_window and _gui_available()
     live_rows = webcam is not None and not window and not getattr(args, "quiet", False)
-    if webcam is not None and not window and not args.no_window and not getattr(args, "quiet", False):
+    if live_rows and not args.no_window:
         print("no GUI or display for a live window here (headless OpenCV?): printing a line per face",
               file=sys.stderr)
     n_img = n_faces = n_noface = 0
@@ -596,7 +600,7 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             x, y, w, h = f.box
             row = {**base, "face": k, "track": tracks[k], "x": x, "y": y, "w": w, "h": h, "label": f.label,
                    "confidence": round(f.confidence, 4),
-                   **{f"p_{c}": round(float(p), 4) for c, p in zip(("positive", "negative", "awe", "neutral"), f.probs)},
+                   **{f"p_{c}": round(float(p), 4) for c, p in zip(CLASSES, f.probs)},
                    "error": ""}
             if args.landmarks:
                 row["landmarks"] = np.round(f.landmarks, 2).tolist()
@@ -609,9 +613,10 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
             if sketch_dir:
                 (sketch_dir / stem).parent.mkdir(parents=True, exist_ok=True)
                 write_png_atomic(sketch_dir / f"{stem}_face{k}.png", f.sketch)
+        vis = _annotate(image, faces) if ann_dir or window else None  # drawn once, used by both
         if ann_dir and frame is None:
             (ann_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-            write_png_atomic(ann_dir / f"{stem}.png", _annotate(image, faces))
+            write_png_atomic(ann_dir / f"{stem}.png", vis)
         elif ann_dir:  # video input: an annotated video (MJPG .avi: every OpenCV build writes it)
             if source not in video_out:
                 import cv2
@@ -622,12 +627,11 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
                 h, w = image.shape[:2]
                 fps = 25.0 / args.every
                 video_out[source] = (cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h)), tmp, target)
-            vis = _annotate(image, faces)
             video_out[source][0].write(vis)
         if window:
             import cv2
 
-            cv2.imshow(window, _annotate(image, faces))
+            cv2.imshow(_WINDOW, vis)
             if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                 raise _WindowClosed
         bar.set_postfix(faces_per_s=f"{n_faces / max(1e-9, time.perf_counter() - t0):.1f}")

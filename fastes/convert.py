@@ -9,7 +9,6 @@ held-out set and fails, writing nothing, when top-1 agreement is below a thresho
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 

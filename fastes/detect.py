@@ -25,7 +25,7 @@ import numpy as np
 
 from .io import to_grey, to_rgb_small
 
-__all__ = ["Detections", "HaarDetector", "BlazeFace", "DETECTORS", "make_detector", "nms"]
+__all__ = ["Detections", "HaarDetector", "BlazeFace", "DETECTORS", "make_detector", "nms", "box_iou"]
 
 
 class ModelFileError(RuntimeError):
@@ -169,21 +169,25 @@ def _anchors(kind: str) -> np.ndarray:
     return np.concatenate(out)  # (A, 2) x, y in [0, 1] of the model input
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of x, y, w, h boxes along the last axis (broadcast:
+    one box against many, or row by row)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    iw = np.clip(np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    return inter / np.maximum(a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter, 1e-9)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression (highest score first).
     ``boxes`` are x, y, w, h."""
     order = np.argsort(-scores, kind="stable")
-    x0, y0 = boxes[:, 0], boxes[:, 1]
-    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-    area = boxes[:, 2] * boxes[:, 3]
     keep = []
     while len(order):
         i, rest = order[0], order[1:]
         keep.append(i)
-        iw = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
-        ih = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
-        inter = iw * ih
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-9) < iou]
+        order = rest[box_iou(boxes[i], boxes[rest]) < iou]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -294,11 +298,11 @@ def _tile_span(i: int, n: int, length: int) -> tuple[int, int]:
 DETECTORS = ("blazeface", "blazeface-full", "blazeface-group", "haar")
 
 
-def make_detector(name: str, detect_size: int = FAST_PASS.size):
-    """A detector by name (``DETECTORS``); ``detect_size`` applies to Haar.
+def make_detector(name: str, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
+    """A detector by name (``DETECTORS``); ``detect_size`` and ``fine_pass`` apply to Haar.
     ``blazeface-group`` is the full-range model plus a 2x2 tile pass (group photos)."""
     if name == "haar":
-        return HaarDetector(detect_size)
+        return HaarDetector(detect_size, fine_pass)
     if name == "blazeface":
         return BlazeFace("short")
     if name == "blazeface-full":

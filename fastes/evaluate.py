@@ -7,7 +7,6 @@ over detected faces, the paper's Table V per-class figures and accuracy per grou
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detect import FAST_PASS, Detections, HaarDetector, ModelFileError, make_detector
+from .detect import FAST_PASS, Detections, HaarDetector, ModelFileError, box_iou, make_detector
 from .io import to_grey
 
-__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes", "landmark_boxes"]
+__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes", "landmark_boxes",
+           "square_boxes"]
 
 CROP = 250  # face crops are resized to this square before landmarking (the paper's size)
 
@@ -93,6 +94,11 @@ LANDMARKS_TO_CROP = (0.001, -0.144, 1.142)
 DEFAULT_DETECTOR = "blazeface"
 
 
+def square_boxes(centres: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """x, y, w, h boxes (float ``(K, 4)``) of squares given their centres ``(K, 2)`` and sides ``(K,)``."""
+    return np.concatenate([centres - sides[:, None] / 2, np.stack([sides, sides], 1)], 1)
+
+
 def crop_boxes(det: Detections) -> np.ndarray:
     """Square crop boxes (float ``(K, 4)`` x, y, w, h) to place landmarks in: Haar's own
     boxes (the paper), or boxes calibrated from BlazeFace's eye keypoints."""
@@ -101,8 +107,7 @@ def crop_boxes(det: Detections) -> np.ndarray:
     dx, dy, k = BLAZE_TO_CROP
     w = det.boxes[:, 2]
     c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + np.stack([dx * w, dy * w], 1)
-    side = k * w
-    return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
+    return square_boxes(c, k * w)
 
 
 def landmark_boxes(image_landmarks: np.ndarray) -> np.ndarray:
@@ -110,8 +115,7 @@ def landmark_boxes(image_landmarks: np.ndarray) -> np.ndarray:
     cx, cy, k = LANDMARKS_TO_CROP
     jaw = np.linalg.norm(image_landmarks[:, 0] - image_landmarks[:, 16], axis=1)
     c = image_landmarks.mean(1) + np.stack([cx * jaw, cy * jaw], 1)
-    side = k * jaw
-    return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
+    return square_boxes(c, k * jaw)
 
 
 THUMB = 24
@@ -135,14 +139,6 @@ def _thumbs(crops: np.ndarray) -> np.ndarray:
 MIN_TRACK_NCC = 0.6
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two (K, 4) x, y, w, h box arrays."""
-    iw = np.clip(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    return inter / np.maximum(a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter, 1e-9)
-
-
 class FaceFinder:
     """Detect faces and place 68 landmarks on each (detector + dlib).
 
@@ -158,12 +154,7 @@ class FaceFinder:
     """
 
     def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
-        if isinstance(detector, str):
-            if detector == "haar":
-                detector = HaarDetector(detect_size, fine_pass)
-            else:
-                detector = make_detector(detector)
-        self.detector = detector
+        self.detector = make_detector(detector, detect_size, fine_pass) if isinstance(detector, str) else detector
         self._predictor = _predictor()
 
     def __reduce__(self):  # picklable: a worker process rebuilds the detector, loads dlib once
@@ -233,7 +224,7 @@ class FaceFinder:
             crops = self.crops(grey, boxes)
             found = Faces(boxes, self.landmarks(crops), _thumbs(crops))
             implied = landmark_boxes(found.image_landmarks())
-            if (_iou(boxes.astype(np.float64), implied) >= min_iou).all():
+            if (box_iou(boxes, implied) >= min_iou).all():
                 if previous.thumbs is not None:
                     ncc = (found.thumbs * previous.thumbs).sum(axis=(1, 2))
                     if (ncc < MIN_TRACK_NCC).any():

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import CLASSES
+from .detect import box_iou
 from .face import DEFAULT_DETECTOR, FaceFinder
 from .io import ImageError, read_image
 from .sketch import sketch as draw_sketch
@@ -131,7 +132,7 @@ class Pipeline:
     def _array(self, image) -> tuple[np.ndarray, str]:
         if isinstance(image, (str, os.PathLike)):
             return read_image(image), "bgr"
-        if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
+        if _is_pil(image):
             return np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB")), "rgb"
         return np.asarray(image), self.order
 
@@ -201,7 +202,7 @@ class Pipeline:
         pool = self._start_pool()
         ahead = deque()
         for image in images:
-            if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL: send an array
+            if _is_pil(image):  # send an array
                 image, order = self._array(image)
             else:
                 order = self.order
@@ -242,6 +243,11 @@ class Pipeline:
             pass
 
 
+def _is_pil(image) -> bool:
+    """A PIL image (duck-typed: PIL is not a dependency)."""
+    return hasattr(image, "mode") and hasattr(image, "convert")
+
+
 _WORKER: Pipeline | None = None  # the pipeline of a worker process
 
 
@@ -256,15 +262,6 @@ def _worker_init(model: str, detector: FaceFinder, order: str) -> None:
 def _worker_run(image, order: str) -> list[Face] | Exception:
     _WORKER.order = order
     return _WORKER._safe_run(image)
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
 
 
 class Tracker:
@@ -289,7 +286,7 @@ class Tracker:
         for f in faces:
             best, best_iou = None, self.min_iou
             for j, (tid, box, probs) in enumerate(self._prev):
-                iou = _iou(f.box, box)
+                iou = float(box_iou(f.box, box))
                 if j not in used and iou >= best_iou:
                     best, best_iou = j, iou
             if best is None:

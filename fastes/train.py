@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from . import CLASSES
 from .io import atomic_write as _atomic
-from .sketch import render, sketch  # noqa: F401  (render: re-exported)
+from .sketch import render  # noqa: F401  (re-exported: it used to live here)
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",

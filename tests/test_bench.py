@@ -8,7 +8,7 @@ import pytest
 
 import fastes
 from fastes.bench import load_baseline, markdown, run_bench
-from fastes.cli import main, sample_images
+from fastes.cli import main
 from fastes.pipeline import shipped_models
 
 

@@ -137,7 +137,6 @@ def test_evaluate_keras_json_and_report(tiny_run):
 def test_convert_int8_io_and_run_with_litert(tiny_run):
     from fastes.cli import main
     from fastes.runtime import load_classifier
-    from fastes.train import FaceSet  # noqa: F401
 
     cal = render(np.repeat(_landmarks(tiny_run), 4, axis=0), 32)
     np.save(tiny_run / "cal.npy", cal)

@@ -20,12 +20,8 @@ import numpy as np
 
 from fastes.data import LandmarkCache, data_root, read_manifest
 from fastes.detect import BlazeFace
-from fastes.face import CROP, FaceFinder
+from fastes.face import CROP, FaceFinder, square_boxes
 from fastes.io import read_image, to_grey
-
-
-def _square(c: np.ndarray, side: np.ndarray) -> np.ndarray:
-    return np.concatenate([c - side[:, None] / 2, np.stack([side, side], 1)], 1)
 
 
 def main() -> int:
@@ -64,7 +60,7 @@ def main() -> int:
     side = np.median(target_s[fit] / w[fit])
     print(f"fitted on {fit.sum()} faces: BLAZE_TO_CROP = ({dx:.3f}, {dy:.3f}, {side:.3f})")
     test = np.flatnonzero(~fit)
-    crops = _square(eye[test] + np.stack([dx * w[test], dy * w[test]], 1), side * w[test])
+    crops = square_boxes(eye[test] + np.stack([dx * w[test], dy * w[test]], 1), side * w[test])
     err = []
     for j, box in zip(test, np.round(crops).astype(np.int32)):
         p = finder.landmarks(finder.crops(rows[j][1], box[None]))[0] * (box[2] / CROP) + box[:2]
