@@ -246,7 +246,8 @@ def _draw_quad(img, px, py, qx, qy, r, fx, fy, top, bot, x0, step, spans):
         if xl[i] <= xh[i]:
             a = max(np.int64(0), (xl[i] + half_px) >> 16)
             b = min(np.int64(w - 1), (xh[i] + half_px) >> 16)
-            img[y_lo + i, a : b + 1] = 255
+            if a <= b:  # else the span is off the canvas (a negative b would wrap around)
+                img[y_lo + i, a : b + 1] = 255
 
 
 @njit(nogil=True, cache=True)

@@ -234,3 +234,20 @@ def test_any_valid_landmarks_give_a_binary_sketch_close_to_cv2(lm):
     r = fastes.remap(lm)
     if np.abs(r).max() < 1e4:  # cv2 works in int32 fixed point: compare where it can
         assert iou(s, sketch_reference(lm)) >= 0.9
+
+
+def test_lines_leaving_the_left_edge_do_not_streak_across_the_row():
+    """A thick line's span that lies wholly left of the canvas once wrapped around
+    (a negative slice end) and painted its row almost end to end."""
+    rng = np.random.default_rng(3)
+    base = frontal_face()
+    worst = 1.0
+    for _ in range(300):
+        lm = base + rng.uniform(-2, 2, base.shape)
+        lm[17:22, 0] -= rng.uniform(90, 140)  # right brow partly off the left edge
+        lm[36:42, 0] -= rng.uniform(50, 120)  # and the right eye
+        s = fastes.sketch(lm)
+        ref = sketch_reference(lm)
+        assert (s > 0).sum(axis=1).max() < 120, "a row painted across the canvas"
+        worst = min(worst, iou(s, ref))
+    assert worst >= 0.99
