@@ -13,6 +13,7 @@ import pytest
 RATIOS = [
     ("sketch batch vs cv2.polylines reference (per sketch)", "sketch_batch_1000_serial", "reference_cv2_per_sketch", (1000, 100)),
     ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
+    ("68 landmarks per crop, fastes kernel vs dlib", "landmarks_per_crop", "dlib_landmarks_per_crop", (1, 1)),
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
     ("BlazeFace vs Haar (160-px copy), 640x480", "detect_blazeface_640x480", "detect_haar_640x480", (1, 1)),
     ("video frames, detect every 5th + tracking vs every frame", "video_30_frames_detect_every_5", "video_30_frames_detect_every_1", (1, 1)),

@@ -70,10 +70,33 @@ def test_haar_downscaled_640x480(benchmark, record, grey_640x480):
     record("haar_downscaled_640x480", benchmark)
 
 
-def test_dlib_landmarks_per_crop(benchmark, record, grey_640x480):
+@pytest.fixture(scope="module")
+def one_crop(grey_640x480):
     finder = FaceFinder()
-    crops = finder.crops(grey_640x480, finder.detect(grey_640x480))
-    benchmark(finder.landmarks, crops)
+    return finder.crops(grey_640x480, finder.detect(grey_640x480))
+
+
+def test_landmarks_per_crop(benchmark, record, one_crop):
+    """dlib's 68-point model run by fastes.landmarks (the front end's path)."""
+    finder = FaceFinder()
+    benchmark(finder.landmarks, one_crop)
+    record("landmarks_per_crop", benchmark)
+
+
+def test_dlib_landmarks_per_crop(benchmark, record, one_crop):
+    """The same model run by dlib itself, points read back as fastes does."""
+    import dlib
+
+    from fastes.landmarks import predictor_path
+
+    sp = dlib.shape_predictor(str(predictor_path()))
+    rect = dlib.rectangle(0, 0, one_crop.shape[2] - 1, one_crop.shape[1] - 1)
+
+    def run():
+        return np.array([[(p.x, p.y) for p in sp(c, rect).parts()] for c in one_crop], np.float32)
+
+    np.testing.assert_array_equal(run(), FaceFinder().landmarks(one_crop))
+    benchmark(run)
     record("dlib_landmarks_per_crop", benchmark)
 
 

