@@ -156,6 +156,7 @@ class TrainConfig:
     pretrain_epochs: int = 5
     routings: int = 5               # CapsNet fine-tuning (pre-training uses 3)
     dropout: float = 0.1            # before the classifier (VGG11, ResNet50)
+    width: float = 0.5              # VGG11 channel scale (1.0: 64..512 channels)
 
     def input_size(self) -> int:
         from .nets import DEFAULT_SIZE
@@ -362,6 +363,8 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
 def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:
     if cfg.net == "capsnet":
         return {"routings": routings or cfg.routings}
+    if cfg.net == "vgg11":
+        return {"dropout": cfg.dropout, "width": cfg.width}
     return {"dropout": cfg.dropout}
 
 
