@@ -96,8 +96,8 @@ class Pipeline:
     threads. ``order``: channel order of colour arrays (``"bgr"`` or ``"rgb"``).
 
     ``workers`` > 1 makes :meth:`run_batch` spread images over that many processes
-    (dlib's landmark predictor holds the GIL, so threads cannot: two threads measured
-    0.68x of one). Each worker loads the detector, predictor and model once and runs the
+    (processes run the whole path in parallel, Python glue included; threads were
+    measured at 0.68x of one with dlib's own predictor, which holds the GIL). Each worker loads the detector, predictor and model once and runs the
     whole per-image path; paths are sent to workers as names (the worker decodes the
     file) and only compact results come back (boxes, landmarks, probabilities); numpy
     arrays are sent pickled. Results keep the input order. The pool starts on first use
