@@ -12,6 +12,7 @@ import pytest
 # Pairs (name, faster, slower, unit divisor) whose ratio is printed after the run.
 RATIOS = [
     ("sketch batch vs cv2.polylines reference (per sketch)", "sketch_batch_1000_serial", "reference_cv2_per_sketch", (1000, 100)),
+    ("sketch batch of 64 (reused buffer) vs cv2.polylines reference (per sketch)", "sketch_batch_64_serial", "reference_cv2_per_sketch", (64, 100)),
     ("sketch batch, 2 threads vs 1", "sketch_batch_1000_parallel", "sketch_batch_1000_serial", (1000, 1000)),
     ("68 landmarks per crop, fastes kernel vs dlib", "landmarks_per_crop", "dlib_landmarks_per_crop", (1, 1)),
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),

@@ -19,6 +19,14 @@ def test_sketch_batch_1000_serial(benchmark, record, landmarks_1000):
     record("sketch_batch_1000_serial", benchmark)
 
 
+def test_sketch_batch_64_serial(benchmark, record, landmarks_1000):
+    """A network-batch-sized call into a reused buffer (4 MB: stays in cache)."""
+    out = np.empty((64, 250, 250), np.uint8)
+    fastes.sketch(landmarks_1000[:2], parallel=False)
+    benchmark(fastes.sketch, landmarks_1000[:64], out=out, parallel=False)
+    record("sketch_batch_64_serial", benchmark)
+
+
 def test_sketch_batch_1000_parallel(benchmark, record, landmarks_1000):
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     out = np.empty((1000, 250, 250), np.uint8)

@@ -1,6 +1,8 @@
 """Sketch kernels: the paper's remap, the Numba rasterizer against cv2.polylines, bad input."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -251,3 +253,24 @@ def test_lines_leaving_the_left_edge_do_not_streak_across_the_row():
         assert (s > 0).sum(axis=1).max() < 120, "a row painted across the canvas"
         worst = min(worst, iou(s, ref))
     assert worst >= 0.99
+
+
+@pytest.mark.parametrize("size", [250, 128, 100])
+def test_stamped_segments_are_the_directly_drawn_pixels(sample_landmarks, size):
+    """Segments well inside the canvas are drawn from precomputed stamps: the same
+    pixels as drawing each cap and quad directly (reach -1 turns the stamps off)."""
+    sk = importlib.import_module("fastes.sketch")  # the module (fastes.sketch is the function)
+
+    rng = np.random.default_rng(5)
+    lms = np.concatenate([sample_landmarks + rng.uniform(-3, 3, sample_landmarks.shape) for _ in range(40)])
+    lms = np.concatenate([lms, [frontal_face()]]).astype(np.float64)
+    scale, r, margin = sk._scale_and_radius(size, 7)
+    index, runs, reach = sk._stamps(r)
+    assert reach > 0
+    out = {}
+    for name, rch in (("stamps", reach), ("direct", -1)):
+        out[name] = np.empty((len(lms), size, size), np.uint8)
+        sk._sketch_serial(lms, sk._SHIFT_Y, sk._PARTS, scale, np.int64(r), np.int64(margin), index, runs,
+                          np.int64(rch), out[name])
+    np.testing.assert_array_equal(out["stamps"], out["direct"])
+    assert (out["stamps"] > 0).sum() > 1000 * len(lms) * (size / 250) ** 2
