@@ -531,6 +531,22 @@ def _sketch_parallel(lms, shift_y, parts, scale, r, margin, index, runs, reach, 
 MAX_COORD = 1e6
 
 
+@njit(nogil=True, cache=True)
+def _first_bad(lms, max_coord):
+    """(index, why) of the first face that cannot be remapped, or (-1, 0). why: 1 a
+    coordinate NaN, inf or beyond +-max_coord; 2 x16 == x0; 3 y33 == y27."""
+    for n in range(lms.shape[0]):
+        for i in range(lms.shape[1]):
+            for k in range(2):
+                if not abs(lms[n, i, k]) <= max_coord:  # also true for NaN
+                    return n, 1
+        if lms[n, 16, 0] == lms[n, 0, 0]:
+            return n, 2
+        if lms[n, 33, 1] == lms[n, 27, 1]:
+            return n, 3
+    return -1, 0
+
+
 def _as_batch(landmarks) -> tuple[np.ndarray, bool]:
     """Validate landmarks; return a C-contiguous float64 (N, 68, 2) array and `single`."""
     arr = np.asarray(landmarks)
@@ -545,18 +561,11 @@ def _as_batch(landmarks) -> tuple[np.ndarray, bool]:
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     # Beyond +-1e6 px of a 250 px crop a point is garbage, and the remap could overflow.
-    finite = (np.abs(arr) <= MAX_COORD).all(axis=(1, 2))  # False for NaN too
-    flat_x = arr[:, 16, 0] == arr[:, 0, 0]
-    flat_y = arr[:, 33, 1] == arr[:, 27, 1]
-    bad = ~finite | flat_x | flat_y
-    if bad.any():
-        i = int(np.argmax(bad))
-        why = (
-            f"NaN, inf or |coordinate| > {MAX_COORD:g} in its points" if not finite[i]
-            else "x16 == x0 (zero face width)" if flat_x[i]
-            else "y33 == y27 (zero nose height)"
-        )
-        raise DegenerateFaceError(i, why)
+    i, why = _first_bad(arr, MAX_COORD)
+    if i >= 0:
+        raise DegenerateFaceError(int(i), (
+            f"NaN, inf or |coordinate| > {MAX_COORD:g} in its points", "x16 == x0 (zero face width)",
+            "y33 == y27 (zero nose height)")[why - 1])
     return arr, single
 
 
