@@ -27,6 +27,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["remap", "sketch", "render", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
@@ -72,6 +73,56 @@ def _poke(typingctx, arr, offset, value):
         return context.get_dummy_value()
 
     return types.void(arr, offset, value), codegen
+
+
+@intrinsic
+def _stream32(typingctx, dst, doff, src, soff):
+    """Copy 32 bytes from `src` (byte offset soff, any alignment) to `dst` (doff, which
+    must be 32-byte aligned) with a non-temporal store: it skips the cache, so a big
+    output is written without first being read in."""
+    def codegen(context, builder, signature, args):
+        d = context.make_array(signature.args[0])(context, builder, args[0])
+        s_ = context.make_array(signature.args[2])(context, builder, args[2])
+        vt = ir.VectorType(ir.IntType(64), 4)
+        i8p = ir.IntType(8).as_pointer()
+        sp = builder.bitcast(builder.gep(builder.bitcast(s_.data, i8p), [args[3]]), vt.as_pointer())
+        dp = builder.bitcast(builder.gep(builder.bitcast(d.data, i8p), [args[1]]), vt.as_pointer())
+        v = builder.load(sp, align=1)
+        st = builder.store(v, dp, align=32)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(dst, doff, src, soff), codegen
+
+
+@intrinsic
+def _sfence(typingctx):
+    """Order the non-temporal stores before anything after (x86 sfence)."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse.sfence")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(nogil=True, cache=True)
+def _stream_copy(dst, src):
+    """dst[...] = src (same size, C-contiguous uint8), the aligned middle streamed."""
+    n = src.size
+    addr = dst.ctypes.data
+    head = min(n, (32 - addr % 32) % 32)
+    d = dst.reshape(-1)
+    s_ = src.reshape(-1)
+    for i in range(head):
+        d[i] = s_[i]
+    o = head
+    while o + 32 <= n:
+        _stream32(dst, o, src, o)
+        o += 32
+    for i in range(o, n):
+        d[i] = s_[i]
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -506,25 +557,39 @@ def _remap_batch(lms, shift_y, scale, out):
 
 
 @njit(nogil=True, cache=True)
-def _sketch_serial(lms, shift_y, parts, scale, r, margin, index, runs, reach, out):
+def _sketch_serial(lms, shift_y, parts, scale, r, margin, index, runs, reach, stream, out):
     pts = np.empty((lms.shape[1], 2), dtype=np.float64)
     scratch = np.empty((6, 4), dtype=np.int64)
     spans = np.empty((2, out.shape[1]), dtype=np.int64)
     half = _disc_table(float(r))
+    buf = np.empty((out.shape[1], out.shape[2]), np.uint8)
     for n in range(lms.shape[0]):
         _remap_face(lms[n], shift_y, scale, pts)
-        _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+        if stream:
+            _draw_face(buf, pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+            _stream_copy(out[n], buf)
+        else:
+            _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+    if stream:
+        _sfence()
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def _sketch_parallel(lms, shift_y, parts, scale, r, margin, index, runs, reach, out):
+def _sketch_parallel(lms, shift_y, parts, scale, r, margin, index, runs, reach, stream, out):
     half = _disc_table(float(r))
     for n in prange(lms.shape[0]):
         pts = np.empty((lms.shape[1], 2), dtype=np.float64)
         scratch = np.empty((6, 4), dtype=np.int64)
         spans = np.empty((2, out.shape[1]), dtype=np.int64)
         _remap_face(lms[n], shift_y, scale, pts)
-        _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+        if stream:
+            buf = np.empty((out.shape[1], out.shape[2]), np.uint8)
+            _draw_face(buf, pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+            _stream_copy(out[n], buf)
+        else:
+            _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+    if stream:
+        _sfence()
 
 
 # --------------------------------------------------------------------------- validation
@@ -599,6 +664,12 @@ def _scale_and_radius(size: int, thickness: float) -> tuple[float, int, int]:
 
 
 # --------------------------------------------------------------------------- public API
+# Outputs bigger than this are drawn in a cached scratch image and streamed out
+# (non-temporal stores skip reading the output into the cache first): measured here,
+# 1,000 sketches at 250 px 14.4 -> 9.7 us each, while 64 (4 MB, which stays in cache)
+# are faster drawn in place (7.4 vs 8.5 us).
+STREAM_MIN_BYTES = 8 << 20
+
 # From this many faces on, the prange path wins (measured on the 2-core machine, min of
 # 200 runs: 4 faces 29 -> 21 us per sketch, 64 faces 22 -> 15 us). Single faces stay serial.
 PARALLEL_MIN_BATCH = 4
@@ -675,7 +746,8 @@ def sketch(
         parallel = lms.shape[0] >= PARALLEL_MIN_BATCH
     kernel = _sketch_parallel if parallel else _sketch_serial
     index, runs, reach = _stamps(r)
-    kernel(lms, _SHIFT_Y, _PARTS, scale, np.int64(r), np.int64(margin), index, runs, np.int64(reach), target)
+    stream = target.nbytes > STREAM_MIN_BYTES
+    kernel(lms, _SHIFT_Y, _PARTS, scale, np.int64(r), np.int64(margin), index, runs, np.int64(reach), stream, target)
     return target[0] if single else out
 
 

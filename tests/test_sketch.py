@@ -271,6 +271,28 @@ def test_stamped_segments_are_the_directly_drawn_pixels(sample_landmarks, size):
     for name, rch in (("stamps", reach), ("direct", -1)):
         out[name] = np.empty((len(lms), size, size), np.uint8)
         sk._sketch_serial(lms, sk._SHIFT_Y, sk._PARTS, scale, np.int64(r), np.int64(margin), index, runs,
-                          np.int64(rch), out[name])
+                          np.int64(rch), False, out[name])
     np.testing.assert_array_equal(out["stamps"], out["direct"])
     assert (out["stamps"] > 0).sum() > 1000 * len(lms) * (size / 250) ** 2
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_streamed_output_equals_drawing_in_place(sample_landmarks, parallel):
+    """Big outputs are drawn in a scratch image and streamed out (non-temporal stores
+    from the first 32-byte aligned byte on): same bytes, at any output alignment."""
+    sk = importlib.import_module("fastes.sketch")
+    rng = np.random.default_rng(6)
+    lms = np.concatenate([sample_landmarks + rng.uniform(-2, 2, sample_landmarks.shape) for _ in range(6)])
+    lms = lms.astype(np.float64)
+    scale, r, margin = sk._scale_and_radius(250, 7)
+    index, runs, reach = sk._stamps(r)
+    kernel = sk._sketch_parallel if parallel else sk._sketch_serial
+    args = (lms, sk._SHIFT_Y, sk._PARTS, scale, np.int64(r), np.int64(margin), index, runs, np.int64(reach))
+    direct = np.empty((len(lms), 250, 250), np.uint8)
+    kernel(*args, False, direct)
+    for offset in (0, 1, 7, 31):
+        raw = np.full(direct.size + 64, 77, np.uint8)
+        out = raw[offset:offset + direct.size].reshape(direct.shape)
+        kernel(*args, True, out)
+        np.testing.assert_array_equal(out, direct)
+        assert (raw[:offset] == 77).all() and (raw[offset + direct.size:] == 77).all()  # nothing outside
