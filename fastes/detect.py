@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numba import njit
 
 from .io import to_grey, to_rgb_small
 
@@ -228,6 +229,7 @@ class BlazeFace:
         self._scores_i, self._reg_i = outs[0]["index"], outs[1]["index"]
         self._anchors = _anchors(range)
         self._buf = np.empty((1, self._model.size, self._model.size, 3), np.float32)
+        self._placed = None  # (oy, ox, h, w) of the image in the buffer
 
     def __reduce__(self):  # picklable by its settings: worker processes rebuild it
         return BlazeFace, self._args
@@ -262,29 +264,75 @@ class BlazeFace:
         small, s = to_rgb_small(image, n, order)
         h, w = small.shape[:2]
         oy, ox = (n - h) // 2, (n - w) // 2  # letterbox: centred, black border
-        self._buf.fill(-1.0)
-        self._buf[0, oy:oy + h, ox:ox + w] = small * np.float32(1 / 127.5) - 1
+        if (oy, ox, h, w) != self._placed:  # letterbox border: -1 (black) around the image
+            self._buf.fill(-1.0)
+            self._placed = (oy, ox, h, w)
+        region = self._buf[0, oy:oy + h, ox:ox + w]
+        np.multiply(small, np.float32(1 / 127.5), out=region, dtype=np.float32)
+        np.subtract(region, np.float32(1), out=region)
         self._it.set_tensor(self._in, self._buf)
         self._it.invoke()
         raw = self._it.get_tensor(self._scores_i)[0, :, 0]
-        hit = np.flatnonzero(raw >= np.log(min_score / (1 - min_score)))  # sigmoid(raw) >= min_score
-        if len(hit) == 0:
+        logit_min = np.log(min_score / (1 - min_score))  # sigmoid(raw) >= min_score
+        if not (raw >= logit_min).any():
             return Detections.empty(keypoints=True)
-        reg = self._it.get_tensor(self._reg_i)[0, hit] / n  # offsets in input units
-        a = self._anchors[hit]
-        scores = 1 / (1 + np.exp(-np.clip(raw[hit], -100, 100)))
-        cx, cy = reg[:, 0] + a[:, 0], reg[:, 1] + a[:, 1]
-        wh = reg[:, 2:4]
-        boxes = np.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, wh[:, 0], wh[:, 1]], 1)
-        kps = reg[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
-        keep = nms(boxes, scores, self.iou)
-        # from model-input units to original pixels: undo the letterbox, then the resize
-        off = np.array([ox, oy], np.float32)
-        boxes = boxes[keep] * n
-        boxes[:, :2] = (boxes[:, :2] - off) / s
-        boxes[:, 2:] /= s
-        kps = (kps[keep] * n - off) / s
-        return Detections(boxes.astype(np.float32), scores[keep].astype(np.float32), kps.astype(np.float32))
+        boxes, scores, kps = _decode(raw, self._it.get_tensor(self._reg_i)[0], self._anchors, logit_min,
+                                     n, float(ox), float(oy), float(s), self.iou)
+        return Detections(boxes, scores, kps)
+
+
+@njit(nogil=True, cache=True)
+def _decode(raw, reg, anchors, logit_min, n, ox, oy, s, iou):
+    """BlazeFace outputs -> (boxes x, y, w, h; scores; 6 keypoints) in original pixels:
+    anchors above the score threshold, decoded, greedy non-maximum suppression (a box
+    is kept unless a better-scored kept box overlaps it by ``iou`` or more), then the
+    letterbox offset (ox, oy) and the resize (scale s) undone. One compiled pass: the
+    same steps in NumPy cost ~0.3 ms of small-array overhead per image."""
+    hits = np.flatnonzero(raw >= logit_min)
+    k = hits.shape[0]
+    scores = np.empty(k)
+    boxes = np.empty((k, 4))
+    for t in range(k):
+        i = hits[t]
+        scores[t] = 1.0 / (1.0 + np.exp(-min(max(np.float64(raw[i]), -100.0), 100.0)))
+        cx = reg[i, 0] / n + anchors[i, 0]
+        cy = reg[i, 1] / n + anchors[i, 1]
+        boxes[t, 0] = cx - reg[i, 2] / n / 2
+        boxes[t, 1] = cy - reg[i, 3] / n / 2
+        boxes[t, 2] = reg[i, 2] / n
+        boxes[t, 3] = reg[i, 3] / n
+    order = np.argsort(-scores, kind="mergesort")
+    keep = np.empty(k, np.int64)
+    m = 0
+    for t in order:
+        ok = True
+        for q in range(m):
+            j = keep[q]
+            iw = min(boxes[t, 0] + boxes[t, 2], boxes[j, 0] + boxes[j, 2]) - max(boxes[t, 0], boxes[j, 0])
+            ih = min(boxes[t, 1] + boxes[t, 3], boxes[j, 1] + boxes[j, 3]) - max(boxes[t, 1], boxes[j, 1])
+            inter = max(iw, 0.0) * max(ih, 0.0)
+            union = boxes[t, 2] * boxes[t, 3] + boxes[j, 2] * boxes[j, 3] - inter
+            if inter / max(union, 1e-9) >= iou:
+                ok = False
+                break
+        if ok:
+            keep[m] = t
+            m += 1
+    out_boxes = np.empty((m, 4), np.float32)
+    out_scores = np.empty(m, np.float32)
+    out_kps = np.empty((m, 6, 2), np.float32)
+    for q in range(m):
+        t = keep[q]
+        i = hits[t]
+        out_boxes[q, 0] = (boxes[t, 0] * n - ox) / s
+        out_boxes[q, 1] = (boxes[t, 1] * n - oy) / s
+        out_boxes[q, 2] = boxes[t, 2] * n / s
+        out_boxes[q, 3] = boxes[t, 3] * n / s
+        out_scores[q] = scores[t]
+        for p in range(6):
+            out_kps[q, p, 0] = ((reg[i, 4 + 2 * p] / n + anchors[i, 0]) * n - ox) / s
+            out_kps[q, p, 1] = ((reg[i, 5 + 2 * p] / n + anchors[i, 1]) * n - oy) / s
+    return out_boxes, out_scores, out_kps
 
 
 def _tile_span(i: int, n: int, length: int) -> tuple[int, int]:
