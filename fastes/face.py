@@ -202,11 +202,14 @@ class FaceFinder:
         return None
 
     # -- all together ---------------------------------------------------------------
-    def __call__(self, image: np.ndarray, order: str = "bgr") -> Faces:
-        """Find the faces in an image array (see :func:`fastes.io.to_grey` for what it takes)."""
+    def __call__(self, image: np.ndarray, order: str = "bgr", thumbs: bool = False) -> Faces:
+        """Find the faces in an image array (see :func:`fastes.io.to_grey` for what it takes).
+        ``thumbs=True`` also keeps the crops' thumbnails, which :meth:`track` compares to
+        tell when a face has left (video); single images do not need them."""
         grey = to_grey(image, order)
         boxes = self.detect(grey if isinstance(self.detector, HaarDetector) else image, order)
         if len(boxes) == 0:
-            return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32), np.zeros((0, THUMB, THUMB), np.float32))
+            return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32),
+                         np.zeros((0, THUMB, THUMB), np.float32) if thumbs else None)
         crops = self.crops(grey, boxes)
-        return Faces(boxes, self.landmarks(crops), _thumbs(crops))
+        return Faces(boxes, self.landmarks(crops), _thumbs(crops) if thumbs else None)

@@ -170,7 +170,7 @@ class Pipeline:
                 found = self.detector.track(arr, prev, order)
                 since += 1
             if found is None:
-                found, since = self.detector(arr, order=order), 0
+                found, since = self.detector(arr, order=order, thumbs=detect_every > 1), 0
             prev = found
             yield self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1})
 

@@ -109,3 +109,21 @@ def test_bad_parameters():
         FaceFinder("retinaface")
     with pytest.raises(fastes.ImageError):
         FaceFinder()(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_tracking_notices_a_face_that_left(sample_paths):
+    """Single images skip the crops' thumbnails; video detection frames keep them
+    (thumbs=True) for track(), which follows a face that stays and gives up on one
+    that left."""
+    from fastes.testing import frame_with_face
+
+    finder = FaceFinder()
+    frame = frame_with_face(fastes.read_image(sample_paths[0]))
+    assert finder(frame).thumbs is None
+    first = finder(frame, thumbs=True)
+    assert first.thumbs.shape == (1, 24, 24)
+    still = finder.track(frame, first)
+    assert still is not None and len(still) == 1
+    empty = np.full_like(frame, 120)
+    empty[::7] = 90  # a little texture, no face
+    assert finder.track(empty, first) is None
