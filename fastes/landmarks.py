@@ -146,7 +146,7 @@ def _parse(path: Path) -> dict[str, np.ndarray]:
         raise bad("unknown version")
     rows, p = _int(buf, start)
     n2 = -rows
-    if n2 <= 0 or n2 % 2:
+    if not 0 < n2 <= 20_000 or n2 % 2:
         raise bad("bad mean shape")
     q = _int(buf, p)[1]
     for _ in range(n2):
@@ -156,6 +156,8 @@ def _parse(path: Path) -> dict[str, np.ndarray]:
     n_split, q = _int(buf, q)
     if q < 0 or not (0 < n_casc < 100 and 0 < n_trees < 10_000 and 0 < n_split < 1_000):
         raise bad("bad forest sizes")
+    if n_casc * n_trees * (n_split + 1) * n2 > len(buf):  # each stored float takes >= 2 bytes
+        raise bad("forest sizes larger than the file")
     init = np.empty(n2, np.float32)
     idx = np.empty((n_casc, n_trees, n_split, 2), np.int32)
     thresh = np.empty((n_casc, n_trees, n_split), np.float32)
