@@ -557,19 +557,31 @@ def _remap_batch(lms, shift_y, scale, out):
 
 
 @njit(nogil=True, cache=True)
+def _sketch_one(lm, img, buf, stream, shift_y, parts, scale, r, margin, half, index, runs, reach, work):
+    """Remap one face and draw it into `img`; with `stream`, draw it in the scratch
+    image `buf` (which stays in cache) and stream that to `img`."""
+    pts, scratch, spans = work
+    _remap_face(lm, shift_y, scale, pts)
+    _draw_face(buf if stream else img, pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+    if stream:
+        _stream_copy(img, buf)
+
+
+@njit(nogil=True, cache=True)
+def _scratch(lms, out, stream):
+    """Per-thread work arrays: remapped points, quad scratch, row spans; and `buf`."""
+    work = (np.empty((lms.shape[1], 2), dtype=np.float64), np.empty((6, 4), dtype=np.int64),
+            np.empty((2, out.shape[1]), dtype=np.int64))
+    buf = np.empty((out.shape[1], out.shape[2]) if stream else (0, 0), np.uint8)
+    return work, buf
+
+
+@njit(nogil=True, cache=True)
 def _sketch_serial(lms, shift_y, parts, scale, r, margin, index, runs, reach, stream, out):
-    pts = np.empty((lms.shape[1], 2), dtype=np.float64)
-    scratch = np.empty((6, 4), dtype=np.int64)
-    spans = np.empty((2, out.shape[1]), dtype=np.int64)
     half = _disc_table(float(r))
-    buf = np.empty((out.shape[1], out.shape[2]), np.uint8)
+    work, buf = _scratch(lms, out, stream)
     for n in range(lms.shape[0]):
-        _remap_face(lms[n], shift_y, scale, pts)
-        if stream:
-            _draw_face(buf, pts, parts, r, margin, half, scratch, spans, index, runs, reach)
-            _stream_copy(out[n], buf)
-        else:
-            _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+        _sketch_one(lms[n], out[n], buf, stream, shift_y, parts, scale, r, margin, half, index, runs, reach, work)
     if stream:
         _sfence()
 
@@ -578,16 +590,8 @@ def _sketch_serial(lms, shift_y, parts, scale, r, margin, index, runs, reach, st
 def _sketch_parallel(lms, shift_y, parts, scale, r, margin, index, runs, reach, stream, out):
     half = _disc_table(float(r))
     for n in prange(lms.shape[0]):
-        pts = np.empty((lms.shape[1], 2), dtype=np.float64)
-        scratch = np.empty((6, 4), dtype=np.int64)
-        spans = np.empty((2, out.shape[1]), dtype=np.int64)
-        _remap_face(lms[n], shift_y, scale, pts)
-        if stream:
-            buf = np.empty((out.shape[1], out.shape[2]), np.uint8)
-            _draw_face(buf, pts, parts, r, margin, half, scratch, spans, index, runs, reach)
-            _stream_copy(out[n], buf)
-        else:
-            _draw_face(out[n], pts, parts, r, margin, half, scratch, spans, index, runs, reach)
+        work, buf = _scratch(lms, out, stream)
+        _sketch_one(lms[n], out[n], buf, stream, shift_y, parts, scale, r, margin, half, index, runs, reach, work)
     if stream:
         _sfence()
 
