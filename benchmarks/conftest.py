@@ -21,7 +21,7 @@ RATIOS = [
     ("640x480 video frames, 2 worker processes vs 1", "video_30_frames_workers_2", "video_30_frames_workers_1", (1, 1)),
     ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
-      for n in ("vgg11", "capsnet", "resnet50")],
+      for n in ("vgg11_fast", "vgg11", "capsnet", "resnet50")],
 ]
 _results: dict[str, float] = {}
 _found: dict[str, int] = {}  # faces found per synthetic group image, by detector

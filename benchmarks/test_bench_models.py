@@ -16,7 +16,9 @@ pytest.importorskip("tensorflow")
 from fastes.nets import DEFAULT_SIZE, build  # noqa: E402
 from fastes.runtime import interpreter_class  # noqa: E402
 
-NETS = ["vgg11", "capsnet", "resnet50"]
+# name -> (network, build arguments): the shipped graphs
+NETS = {"vgg11_fast": ("vgg11", {"width": 0.25}), "vgg11": ("vgg11", {}), "capsnet": ("capsnet", {}),
+        "resnet50": ("resnet50", {})}
 _cache: dict = {}
 SIZES: dict[str, int] = {}
 
@@ -36,14 +38,15 @@ def _converted(net: str, mode: str, x_cal: np.ndarray) -> bytes:
 def _model(net):
     if ("keras", net) not in _cache:
         keras.utils.set_random_seed(0)
-        _cache[("keras", net)] = build(net)
+        name, kw = NETS[net]
+        _cache[("keras", net)] = build(name, **kw)
     return _cache[("keras", net)]
 
 
 def _sketches(net, n, landmarks_1000):
     from fastes.sketch import render
 
-    return render(landmarks_1000[:n], DEFAULT_SIZE[net])
+    return render(landmarks_1000[:n], DEFAULT_SIZE[NETS[net][0]])
 
 
 @pytest.mark.parametrize("net", NETS)
@@ -62,7 +65,8 @@ def test_tflite(benchmark, record, net, mode, batch, threads, landmarks_1000):
     content = _converted(net, mode, _sketches(net, 256, landmarks_1000))
     it = interpreter_class()(model_content=content, num_threads=threads)
     inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], [batch, DEFAULT_SIZE[net], DEFAULT_SIZE[net], 1])
+    size = DEFAULT_SIZE[NETS[net][0]]
+    it.resize_tensor_input(inp["index"], [batch, size, size, 1])
     it.allocate_tensors()
     it.set_tensor(inp["index"], _sketches(net, batch, landmarks_1000))
     it.invoke()
