@@ -148,13 +148,21 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     progress("  workers scaling ...")
     n_images = n_images or (240 if full else 60)
     items = [paths[i % len(paths)] for i in range(n_images)]
-    scaling = {}
-    for w in workers:
-        with Pipeline(workers=w) as p:
-            list(p.run_batch(items[: 2 * w]))  # start and warm the pool
-            t0 = time.perf_counter()
-            n = sum(len(f) for f in p.run_batch(items))
-            scaling[str(w)] = n / (time.perf_counter() - t0)
+    scaling: dict[str, float] = {}
+    pools = {w: Pipeline(workers=w) for w in workers}
+    try:
+        for p in pools.values():
+            list(p.run_batch(items[: 2 * p.workers]))  # start and warm the pool
+        # Two alternating passes, the better of each kept: on a shared machine a
+        # neighbour's burst during one pass would otherwise decide the ratio.
+        for _ in range(2):
+            for w, p in pools.items():
+                t0 = time.perf_counter()
+                n = sum(len(f) for f in p.run_batch(items))
+                scaling[str(w)] = max(scaling.get(str(w), 0.0), n / (time.perf_counter() - t0))
+    finally:
+        for p in pools.values():
+            p.close()
     return {
         "stages": stages,
         "end_to_end_speedup": e2e["speedup"],
