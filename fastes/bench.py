@@ -4,7 +4,7 @@ The "before" column is ``benchmarks/paper_baseline.py`` from the source checkout
 paper's method written the straightforward way; not shipped in the package). Each stage
 is timed on the same inputs for both, medians over repeats after a warm-up; the paper's
 own Table I figures are printed beside them. Workers scaling runs the whole per-image
-path in 1..N processes over the bundled images (pool started and warmed first).
+path in 1..N worker threads over the bundled images (pool started and warmed first).
 """
 from __future__ import annotations
 

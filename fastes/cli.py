@@ -165,7 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--resume", action="store_true", help="keep the rows of an existing --out and skip their inputs")
     rn.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
     rn.add_argument("--workers", "-j", type=int, default=1, metavar="N",
-                    help="worker processes (default 1); each runs the whole per-image path, so N cores "
+                    help="worker threads (default 1); each runs the whole per-image path, so N cores "
                     "give up to N times the images/s (worth it from a few dozen images on)")
     _detector_args(rn)
     rn.add_argument("--no-progress", action="store_true")
@@ -188,12 +188,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "image -> sketch / label per face) for fastes and for a paper-style baseline (benchmarks/"
         "paper_baseline.py of the source checkout: Haar on the full image, per-point Python remapping, "
         "cv2.line drawing, PNG round trip, Keras predict), beside the paper's Table I; then faces/s with "
-        "1..N worker processes. Prints a Markdown table; medians after a warm-up, one thread per stage.",
+        "1..N worker threads. Prints a Markdown table; medians after a warm-up, one thread per stage.",
     )
     bn.add_argument("--json", metavar="FILE", help="write the results (stages, speedups, scaling, machine) as JSON")
     bn.add_argument("--chart", metavar="FILE.png", help="write a log-scale bar chart of baseline vs fastes")
     bn.add_argument("--full", action="store_true", help="longer timings and 240 images for scaling (several minutes)")
-    bn.add_argument("--workers", type=int, default=2, metavar="N", help="scale up to N worker processes (default 2)")
+    bn.add_argument("--workers", type=int, default=2, metavar="N", help="scale up to N worker threads (default 2)")
 
     cv = sub.add_parser(
         "convert",

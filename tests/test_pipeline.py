@@ -292,7 +292,7 @@ def test_cli_run_parquet_rows_and_resume(tmp_path):
 
 
 def test_python_m_fastes_with_workers(tmp_path):
-    """Spawned workers import the main module: `python -m fastes` must not run twice."""
+    """`python -m fastes run --workers 2` runs once and writes every row."""
     import subprocess
     import sys
 
