@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,7 +375,7 @@ def load_predictor(path: str | os.PathLike | None = None) -> ShapePredictor:
     arrays = _parse(path)
     try:  # atomically: a concurrent reader never sees half a file
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        tmp = cache.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, cache)
     except OSError:
