@@ -18,7 +18,7 @@ RATIOS = [
     ("Haar on downscaled copy vs full 640x480", "haar_downscaled_640x480", "haar_full_640x480", (1, 1)),
     ("BlazeFace vs Haar (160-px copy), 640x480", "detect_blazeface_640x480", "detect_haar_640x480", (1, 1)),
     ("video frames, detect every 5th + tracking vs every frame", "video_30_frames_detect_every_5", "video_30_frames_detect_every_1", (1, 1)),
-    ("640x480 video frames, 2 worker processes vs 1", "video_30_frames_workers_2", "video_30_frames_workers_1", (1, 1)),
+    ("640x480 video frames, 2 worker threads vs 1", "video_30_frames_workers_2", "video_30_frames_workers_1", (1, 1)),
     ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
       for n in ("vgg11_fast", "vgg11", "capsnet", "resnet50")],
@@ -62,7 +62,7 @@ def pytest_terminal_summary(terminalreporter):
                           f"{_results[f'sketch_and_model_batch_{n}'] / n * 1e3:.3f} ms per face")
     for w in (1, 2):
         if f"video_30_frames_workers_{w}" in _results:
-            tr.write_line(f"640x480 one-face frames, {w} worker process(es): "
+            tr.write_line(f"640x480 one-face frames, {w} worker thread(s): "
                           f"{30 / _results[f'video_30_frames_workers_{w}']:.1f} frames/s")
     if "pipeline_london_6_images" in _results:
         tr.write_line(f"London images (600x600, decode included), one core: "

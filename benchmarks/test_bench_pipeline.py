@@ -59,8 +59,8 @@ def test_pipeline_video_detect_every(benchmark, record, pipe, moving_clip, every
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_pipeline_video_frames_workers(benchmark, record, moving_clip, workers):
-    """30 frames of 640x480 through run_batch with 1 and 2 worker processes (frames are
-    pickled to the workers); pool started and warmed outside the timing."""
+    """30 frames of 640x480 through run_batch with 1 and 2 worker threads; pool started
+    and warmed outside the timing."""
     with fastes.Pipeline(workers=workers) as p:
         list(p.run_batch(moving_clip[:4]))
         n = benchmark.pedantic(lambda: sum(len(f) for f in p.run_batch(moving_clip)), rounds=5, warmup_rounds=1)
