@@ -101,7 +101,7 @@ class Pipeline:
     heavy step releases the GIL (decoding and resizing in OpenCV, TFLite's invoke, the
     Numba landmark and sketch kernels), so threads use the cores; they also share one
     copy of the landmark model (65 MB) in memory and cache, which processes did not
-    (measured over 240 images: 2 threads 1.9-2.2x one, 2 processes 1.4-1.5x). Each
+    (measured over 240 images: 2 threads 1.75-2.23x one, 2 processes 1.14-1.5x). Each
     worker thread has its own detector and classifier (TFLite interpreters are not
     shared between threads: the detector is copied with ``copy.deepcopy``), made on its
     first image. Results keep the input order. The pool stops with :meth:`close` or at
@@ -225,7 +225,7 @@ class Pipeline:
         return pipe._safe_run(image)
 
     def close(self) -> None:
-        """Stop the worker processes (if any were started)."""
+        """Stop the worker threads (if any were started)."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
