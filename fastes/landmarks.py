@@ -74,26 +74,34 @@ def _float(buf, pos):
 
 
 @njit(nogil=True, cache=True)
+def _expect(buf, pos, value):
+    """Read an integer that must equal `value` (a count or a header): its end, or -1."""
+    v, pos = _int(buf, pos)
+    return pos if v == value and pos >= 0 else np.int64(-1)
+
+
+@njit(nogil=True, cache=True)
+def _expect_column(buf, pos, rows):
+    """A matrix<float,0,1> header: -rows, then -1 columns."""
+    return _expect(buf, _expect(buf, pos, -rows), -1)
+
+
+@njit(nogil=True, cache=True)
 def _read_forests(buf, pos, init, idx, thresh, leaves):
     """Fill the arrays from `pos` (just past the version); returns the position after
     the forests, or -1 where the file does not have the shapes the arrays expect."""
     n2, n_casc, n_trees, n_split = init.shape[0], idx.shape[0], idx.shape[1], idx.shape[2]
-    a, pos = _int(buf, pos)
-    b, pos = _int(buf, pos)
-    if a != -n2 or b != -1:
+    pos = _expect_column(buf, pos, n2)
+    if pos < 0:
         return -1
     for i in range(n2):
         init[i], pos = _float(buf, pos)
-    c, pos = _int(buf, pos)
-    if c != n_casc:
-        return -1
+    pos = _expect(buf, pos, n_casc)
     for k in range(n_casc):
-        t, pos = _int(buf, pos)
-        if t != n_trees:
-            return -1
+        pos = _expect(buf, pos, n_trees)
         for j in range(n_trees):
-            s, pos = _int(buf, pos)
-            if s != n_split:
+            pos = _expect(buf, pos, n_split)
+            if pos < 0:
                 return -1
             for q in range(n_split):
                 i1, pos = _int(buf, pos)
@@ -101,13 +109,10 @@ def _read_forests(buf, pos, init, idx, thresh, leaves):
                 idx[k, j, q, 0] = i1
                 idx[k, j, q, 1] = i2
                 thresh[k, j, q], pos = _float(buf, pos)
-            s, pos = _int(buf, pos)
-            if s != n_split + 1:
-                return -1
+            pos = _expect(buf, pos, n_split + 1)
             for q in range(n_split + 1):
-                a, pos = _int(buf, pos)
-                b, pos = _int(buf, pos)
-                if a != -n2 or b != -1:
+                pos = _expect_column(buf, pos, n2)
+                if pos < 0:
                     return -1
                 for i in range(n2):
                     leaves[k, j, q, i], pos = _float(buf, pos)
@@ -121,12 +126,10 @@ def _read_pixels(buf, pos, anchor, deltas):
     """The feature pixels: per level, the nearest mean-shape point and the offset."""
     n_casc, n_pix = anchor.shape
     for which in range(2):
-        c, pos = _int(buf, pos)
-        if c != n_casc:
-            return -1
+        pos = _expect(buf, pos, n_casc)
         for k in range(n_casc):
-            s, pos = _int(buf, pos)
-            if s != n_pix:
+            pos = _expect(buf, pos, n_pix)
+            if pos < 0:
                 return -1
             for i in range(n_pix):
                 if which == 0:
