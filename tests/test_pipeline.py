@@ -68,6 +68,33 @@ def test_workers_give_the_same_results_in_order(pipe, tmp_path):
         fastes.Pipeline(workers=0)
 
 
+def test_worker_threads_have_their_own_detectors_and_share_the_landmark_model():
+    """Interpreters are not shared between threads: each worker deep-copies the
+    configured detector (Haar here); the read-only landmark model is one object."""
+    import threading
+
+    finder = fastes.FaceFinder("haar")
+    seen = {}
+    with fastes.Pipeline(detector=finder, workers=2) as par:
+        real = par._worker_run
+
+        def spy(image):
+            out = real(image)
+            seen[threading.get_ident()] = par._local.pipe
+            return out
+
+        par._worker_run = spy
+        items = sample_images() * 3
+        got = list(par.run_batch(items))
+    assert [len(f) for f in got] == [1] * len(items)
+    pipes = list(seen.values())
+    assert len(pipes) >= 1 and all(p.detector is not finder for p in pipes)
+    assert all(p.detector.detector is not finder.detector for p in pipes)
+    assert len({id(p.detector._predictor) for p in pipes} | {id(finder._predictor)}) == 1
+    if len(pipes) == 2:
+        assert pipes[0].detector is not pipes[1].detector
+
+
 def test_model_not_found():
     with pytest.raises(ModelError, match="not found"):
         fastes.Pipeline(model="no_such_model")
