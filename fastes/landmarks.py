@@ -223,7 +223,8 @@ def _predict(img, init, idx, thresh, leaves, anchor, deltas, shape, feats, leaf_
     sx = np.float64(w - 1)  # dlib's unnormalizing transform for the rectangle 0..w-1
     sy = np.float64(h - 1)
     n = init.shape[0] // 2
-    n_split = idx.shape[2]
+    n_trees, n_split = idx.shape[1], idx.shape[2]
+    s_casc, s_tree, s_leaf = leaves.strides[0], leaves.strides[1], leaves.strides[2]
     shape[:] = init
     for c in range(idx.shape[0]):
         # Similarity transform mean shape -> current shape (Umeyama, as dlib, in double).
@@ -274,18 +275,16 @@ def _predict(img, init, idx, thresh, leaves, anchor, deltas, shape, feats, leaf_
                 feats[i] = np.float32(0.0)
         # Walk every tree first (the features are fixed within a level), then add the
         # leaves: their loads are independent, so the memory system overlaps them.
-        for t in range(idx.shape[1]):
+        for t in range(n_trees):
             j = 0
             while j < n_split:  # left child where the intensity difference exceeds
                 j = 2 * j + 2 - np.int64(feats[idx[c, t, j, 0]] - feats[idx[c, t, j, 1]] > thresh[c, t, j])
             leaf_of[t] = j - n_split
-        n_trees = idx.shape[1]
-        leaf_bytes = 2 * n * 4
         for t in range(n_trees):
-            if t + PREFETCH_AHEAD < n_trees:
-                u = t + PREFETCH_AHEAD
-                base = ((c * n_trees + u) * (n_split + 1) + leaf_of[u]) * leaf_bytes
-                for o in range(0, leaf_bytes, 64):
+            u = t + PREFETCH_AHEAD
+            if u < n_trees:
+                base = c * s_casc + u * s_tree + leaf_of[u] * s_leaf
+                for o in range(0, s_leaf, 64):
                     _prefetch(leaves, base + o)
             leaf = leaves[c, t, leaf_of[t]]
             for i in range(2 * n):

@@ -57,6 +57,13 @@ _SHIFT_Y[48:68] = MOUTH_SHIFT
 
 
 # --------------------------------------------------------------------------- kernels
+def _byte_ptr(context, builder, arrty, arr, offset, typ):
+    """Codegen: a `typ`* pointer to byte `offset` of array `arr`'s data."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    ptr = builder.gep(builder.bitcast(ary.data, ir.IntType(8).as_pointer()), [offset])
+    return builder.bitcast(ptr, typ.as_pointer())
+
+
 @intrinsic
 def _poke(typingctx, arr, offset, value):
     """Store the integer `value` (8, 16, 32 or 64 bits) at byte `offset` of C-contiguous
@@ -66,10 +73,8 @@ def _poke(typingctx, arr, offset, value):
         return None
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(builder.bitcast(ary.data, ir.IntType(8).as_pointer()), [args[1]])
         typ = ir.IntType(signature.args[2].bitwidth)
-        builder.store(args[2], builder.bitcast(ptr, typ.as_pointer()), align=1)
+        builder.store(args[2], _byte_ptr(context, builder, signature.args[0], args[0], args[1], typ), align=1)
         return context.get_dummy_value()
 
     return types.void(arr, offset, value), codegen
@@ -81,14 +86,9 @@ def _stream32(typingctx, dst, doff, src, soff):
     must be 32-byte aligned) with a non-temporal store: it skips the cache, so a big
     output is written without first being read in."""
     def codegen(context, builder, signature, args):
-        d = context.make_array(signature.args[0])(context, builder, args[0])
-        s_ = context.make_array(signature.args[2])(context, builder, args[2])
         vt = ir.VectorType(ir.IntType(64), 4)
-        i8p = ir.IntType(8).as_pointer()
-        sp = builder.bitcast(builder.gep(builder.bitcast(s_.data, i8p), [args[3]]), vt.as_pointer())
-        dp = builder.bitcast(builder.gep(builder.bitcast(d.data, i8p), [args[1]]), vt.as_pointer())
-        v = builder.load(sp, align=1)
-        st = builder.store(v, dp, align=32)
+        v = builder.load(_byte_ptr(context, builder, signature.args[2], args[2], args[3], vt), align=1)
+        st = builder.store(v, _byte_ptr(context, builder, signature.args[0], args[0], args[1], vt), align=32)
         st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
@@ -429,12 +429,7 @@ def _build_stamps(r, reach):
     c = reach + m
     canvas = np.zeros((size, size), np.uint8)
     half = _disc_table(float(r))
-    fx = np.empty(4, np.int64)
-    fy = np.empty(4, np.int64)
-    top = np.empty(4, np.int64)
-    bot = np.empty(4, np.int64)
-    x0 = np.empty(4, np.int64)
-    step = np.empty(4, np.int64)
+    quad = np.empty((6, 4), np.int64)  # _draw_quad's scratch, as in _draw_face
     spans = np.empty((2, size), np.int64)
     n_side = 2 * reach + 1
     index = np.empty((n_side, n_side, 2), np.int64)
@@ -444,7 +439,7 @@ def _build_stamps(r, reach):
         for dx in range(-reach, reach + 1):
             _draw_disc(canvas, c, c, half)
             _draw_quad(canvas, float(c), float(c), float(c + dx), float(c + dy), float(r),
-                       fx, fy, top, bot, x0, step, spans)
+                       quad[0], quad[1], quad[2], quad[3], quad[4], quad[5], spans)
             start = n
             for y in range(c + min(0, dy) - m, c + max(0, dy) + m + 1):
                 x = c + min(0, dx) - m
