@@ -183,7 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser(
         "bench",
-        help="time fastes against the paper's pipeline, stage by stage (about 20 s; --full under 2 minutes)",
+        help="time fastes against the paper's pipeline, stage by stage (about a minute; --full a little more)",
         description="Time every stage (decode, detect, landmarks, remap, draw, model input, inference, and "
         "image -> sketch / label per face) for fastes and for a paper-style baseline (benchmarks/"
         "paper_baseline.py of the source checkout: Haar on the full image, per-point Python remapping, "
