@@ -57,8 +57,10 @@ class Detections:
 
 # -- Haar -----------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
 def _cascade(name: str = "haarcascade_frontalface_default.xml") -> cv2.CascadeClassifier:
+    """A new classifier (~25 ms to load). Never share one between threads:
+    ``detectMultiScale`` keeps per-call buffers in the object, and two threads on one
+    classifier were seen to return a face twice."""
     path = Path(cv2.data.haarcascades) / name
     casc = cv2.CascadeClassifier(str(path))
     if casc.empty():
@@ -99,9 +101,9 @@ class HaarDetector:
         self.passes = [replace(FAST_PASS, size=int(detect_size))]
         if fine_pass:
             self.passes.append(replace(FINE_PASS, size=max(int(detect_size), FINE_PASS.size)))
-        self._cascade = _cascade()
+        self._cascade = _cascade()  # this detector's own: see _cascade
 
-    def __reduce__(self):  # picklable by its settings: worker processes rebuild it
+    def __reduce__(self):  # picklable and deep-copied by its settings: a copy loads its own cascade
         return HaarDetector, self._args
 
     @property

@@ -125,6 +125,30 @@ def test_haar_detector_returns_detections_without_keypoints(samples):
     assert FaceFinder("haar").detect(samples[0]).shape == (1, 4)
 
 
+def test_haar_detectors_and_their_copies_do_not_share_a_cascade(samples):
+    """OpenCV's classifier keeps per-call buffers: one shared by two threads returned
+    a face twice (CI, worker threads). Every detector and every copy loads its own,
+    and two threads each on their own copy give the serial boxes."""
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = HaarDetector()
+    b, c = copy.deepcopy(a), HaarDetector()
+    assert len({id(a._cascade), id(b._cascade), id(c._cascade)}) == 3
+    serial = [a(x).boxes for x in samples]
+    items = list(range(len(samples))) * 8
+    local = {}
+
+    def run(i):
+        import threading
+        det = local.setdefault(threading.get_ident(), copy.deepcopy(a))
+        return i, det(samples[i]).boxes
+
+    with ThreadPoolExecutor(2) as pool:
+        for i, boxes in pool.map(run, items):
+            np.testing.assert_array_equal(boxes, serial[i])
+
+
 def test_crop_is_square_and_holds_the_landmarks(samples):
     faces = FaceFinder()(samples[1])
     x, y, w, h = faces.boxes[0]
