@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from numba import njit
 
-from .io import to_grey, to_rgb_small
+from .io import as_uint8, rgb_small_into, small_shape, to_grey
 
 __all__ = ["Detections", "HaarDetector", "BlazeFace", "DETECTORS", "make_detector", "nms", "box_iou"]
 
@@ -238,7 +238,8 @@ class BlazeFace:
 
     @property
     def tag(self) -> str:
-        return f"{self.name}_{self.min_score}_{self.iou}" + (
+        # "a32": input from the float area resize (rgb_small_into), not OpenCV's uint8 one
+        return f"{self.name}_{self.min_score}_{self.iou}_a32" + (
             f"_t{self.tiles}_{self.tile_min_score}" if self.tiles > 1 else "")
 
     def __call__(self, image: np.ndarray, order: str = "bgr") -> Detections:
@@ -263,15 +264,13 @@ class BlazeFace:
 
     def _detect(self, image: np.ndarray, order: str, min_score: float) -> Detections:
         n = self._model.size
-        small, s = to_rgb_small(image, n, order)
-        h, w = small.shape[:2]
+        image = as_uint8(image, order)  # validated once, here
+        h, w, _ = small_shape(*image.shape[:2], n)
         oy, ox = (n - h) // 2, (n - w) // 2  # letterbox: centred, black border
         if (oy, ox, h, w) != self._placed:  # letterbox border: -1 (black) around the image
             self._buf.fill(-1.0)
             self._placed = (oy, ox, h, w)
-        region = self._buf[0, oy:oy + h, ox:ox + w]
-        np.multiply(small, np.float32(1 / 127.5), out=region, dtype=np.float32)
-        np.subtract(region, np.float32(1), out=region)
+        s = rgb_small_into(image, self._buf[0, oy:oy + h, ox:ox + w], order, -1.0, 1.0)
         self._it.set_tensor(self._in, self._buf)
         self._it.invoke()
         raw = self._it.get_tensor(self._scores_i)[0, :, 0]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numba import njit
 
-__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "IMAGE_SUFFIXES", "looks_like_image",
+__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "rgb_small_into", "IMAGE_SUFFIXES", "looks_like_image",
            "atomic_write", "write_png_atomic", "write_text_atomic"]
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
@@ -62,7 +63,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def _as_uint8(image: np.ndarray, order: str) -> np.ndarray:
+def as_uint8(image: np.ndarray, order: str) -> np.ndarray:
     """Validate an image array and return it as ``uint8`` (H, W) or (H, W, 3|4)."""
     if not isinstance(image, np.ndarray):
         raise ImageError(f"expected a numpy array, got {type(image).__name__}")
@@ -93,7 +94,7 @@ def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
     ``order`` ("bgr", OpenCV's, or "rgb"; alpha is ignored), as ``uint8``, ``uint16``
     (full 16-bit range) or float in [0, 1].
     """
-    img = _as_uint8(image, order)
+    img = as_uint8(image, order)
     if img.ndim == 3:
         code = {
             ("bgr", 3): cv2.COLOR_BGR2GRAY, ("rgb", 3): cv2.COLOR_RGB2GRAY,
@@ -103,26 +104,148 @@ def to_grey(image: np.ndarray, order: str = "bgr") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def small_shape(h: int, w: int, long_side: int) -> tuple[int, int, float]:
+    """``(h', w', s)``: the size whose long side is ``long_side`` px, and the scale."""
+    s = long_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s)), s
+
+
+def _presample(img: np.ndarray, s: float) -> np.ndarray:
+    """Huge inputs: keep every k-th pixel first, leaving the area average >= 4x to do
+    (4K -> 128 px: 23 ms -> under 1 ms in OpenCV)."""
+    k = int(1 / (4 * s))
+    return img[::k, ::k] if k >= 2 else img
+
+
 def to_rgb_small(image: np.ndarray, long_side: int, order: str = "bgr") -> tuple[np.ndarray, float]:
     """A ``uint8`` RGB ``(h, w, 3)`` copy whose long side is ``long_side`` px, and the
     scale factor used (small / original). Resizes first, so a huge colour image is
     converted only at the small size. Takes what :func:`to_grey` takes."""
-    img = _as_uint8(image, order)
-    h, w = img.shape[:2]
-    s = long_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
+    img = as_uint8(image, order)
+    sh, sw, s = small_shape(*img.shape[:2], long_side)
     # INTER_AREA when shrinking: bilinear would be 10x cheaper (0.06 vs 0.6 ms for
     # 640x480 -> 128 px) but aliases textures into false faces (4 of 70 synthetic scenes)
-    k = int(1 / (4 * s))
-    if k >= 2:  # huge inputs: keep every k-th pixel first, leaving INTER_AREA >= 4x to average
-        img = img[::k, ::k]  # (4K -> 128 px: 23 ms -> under 1 ms)
-    img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    img = cv2.resize(np.ascontiguousarray(_presample(img, s)), (sw, sh),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), s
     code = {
         ("bgr", 3): cv2.COLOR_BGR2RGB, ("bgr", 4): cv2.COLOR_BGRA2RGB, ("rgb", 4): cv2.COLOR_RGBA2RGB,
     }.get((order, img.shape[2]))
     return (cv2.cvtColor(img, code) if code is not None else img), s
+
+
+def rgb_small_into(image: np.ndarray, out: np.ndarray, order: str = "bgr", lo: float = 0.0,
+                   hi: float = 255.0) -> float:
+    """Write ``image`` resized to ``out``'s size (float32 ``(h, w, 3)``, any strides: a
+    region of a model's input; :func:`small_shape` gives the size that keeps the
+    aspect) as RGB with 0..255 mapped to ``lo..hi``. Returns the scale, long side of
+    ``out`` over long side of ``image``. Takes what :func:`to_grey` takes.
+
+    Shrinking is the area average of OpenCV's ``INTER_AREA`` fused with the channel
+    swap and the scaling in one Numba pass, unrounded: 1.5x faster than OpenCV's
+    area resize + conversion for a 640x480 frame to 128x96 (0.29 vs 0.44 ms here;
+    OpenCV vectorizes area resizing only for a factor of 2). Enlarging is bilinear."""
+    img = as_uint8(image, order)
+    h, w = out.shape[:2]
+    s = max(h, w) / max(img.shape[:2])
+    if s >= 1 or h > img.shape[0] or w > img.shape[1]:
+        small = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_LINEAR)
+        if small.ndim == 2:
+            small = small[:, :, None]
+        channels = [0, 0, 0] if small.shape[2] == 1 else [2, 1, 0] if order == "bgr" else [0, 1, 2]
+        np.multiply(small[:, :, channels], np.float32((hi - lo) / 255), out=out, dtype=np.float32)
+        np.add(out, np.float32(lo), out=out)
+        return s
+    img = np.ascontiguousarray(_presample(img, s))
+    if img.ndim == 2:
+        img, channels = img[:, :, None], (0, 0, 0)
+    else:
+        channels = (2, 1, 0) if order == "bgr" else (0, 1, 2)
+    _area_into(img, out, np.array(channels, np.int64), (hi - lo) / 255.0, lo)
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _area_table(n_src, n_dst):
+    """Destination pixel j of an area resize covers source [j * f, (j + 1) * f),
+    f = n_src / n_dst >= 1, as in OpenCV. Returns, per source index, the destination
+    index it starts in and the share of it that falls there (the rest falls in the
+    next one); and, per destination index, its taps: ``src`` and ``wt``, both
+    ``(n_dst, T)``, padded with zero weights."""
+    f = n_src / n_dst
+    dst = np.empty(n_src, np.int64)
+    share = np.empty(n_src, np.float32)
+    taps = np.zeros(n_dst, np.int64)
+    for i in range(n_src):
+        j = min(int(i / f), n_dst - 1)
+        dst[i] = j
+        share[i] = min(i + 1.0, (j + 1) * f) - i if j < n_dst - 1 else 1.0
+        taps[j] += 1
+        if share[i] < 1.0:
+            taps[j + 1] += 1
+    src = np.zeros((n_dst, taps.max()), np.int64)
+    wt = np.zeros((n_dst, taps.max()), np.float32)
+    taps[:] = 0
+    for i in range(n_src):
+        j = dst[i]
+        src[j, taps[j]], wt[j, taps[j]] = i, share[i]
+        taps[j] += 1
+        if share[i] < 1.0:
+            src[j + 1, taps[j + 1]], wt[j + 1, taps[j + 1]] = i, 1 - share[i]
+            taps[j + 1] += 1
+    return dst, share, src, wt
+
+
+@njit(nogil=True, cache=True)
+def _area_into(img, out, channels, gain, bias):
+    """out[y, x, c] = gain * (area mean of img[..., channels[c]]) + bias, for a
+    C-contiguous ``img``. Rows first: each source row is added whole into a row
+    accumulator (flat, contiguous: vectorized); each finished row is then reduced
+    along x, each output pixel's channels summed in registers (sums in memory ran
+    ~3x slower)."""
+    H, W, C = img.shape
+    h, w = out.shape[0], out.shape[1]
+    flat = img.reshape(H, W * C)
+    ydst, yshare, _, _ = _area_table(H, h)
+    _, _, xsrc, xwt = _area_table(W, w)
+    norm = np.float32(gain * (h / H) * (w / W))
+    acc = np.zeros(W * C, np.float32)  # the destination row being summed
+    spill = np.zeros(W * C, np.float32)  # the share of a straddling row for the next one
+    cur = 0
+    for y in range(H + 1):
+        j = ydst[y] if y < H else h
+        if j != cur:  # row `cur` is complete: reduce along x into `out`
+            for x in range(w):
+                s0 = s1 = s2 = s3 = np.float32(0)  # per channel, in registers
+                for t in range(xsrc.shape[1]):
+                    b = xsrc[x, t] * C
+                    wv = xwt[x, t]
+                    s0 += wv * acc[b]
+                    if C > 1:
+                        s1 += wv * acc[b + 1]
+                        s2 += wv * acc[b + 2]
+                    if C > 3:
+                        s3 += wv * acc[b + 3]
+                v = (s0, s1, s2, s3)
+                for c in range(3):
+                    out[cur, x, c] = v[channels[c]] * norm + bias
+            acc[:] = spill
+            spill[:] = 0
+            cur = j
+        if y == H:
+            break
+        a = yshare[y]
+        src = flat[y]
+        if a == 1.0:
+            for i in range(W * C):
+                acc[i] += src[i]
+        else:
+            b = np.float32(1 - a)
+            for i in range(W * C):
+                v = np.float32(src[i])
+                acc[i] += a * v
+                spill[i] += b * v
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

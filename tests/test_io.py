@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fastes.io import ImageError, read_image, to_grey, write_png_atomic
+from fastes.io import ImageError, read_image, rgb_small_into, small_shape, to_grey, to_rgb_small, write_png_atomic
 
 
 def test_to_grey_accepts_all_layouts():
@@ -21,6 +21,31 @@ def test_to_grey_accepts_all_layouts():
     np.testing.assert_array_equal(to_grey(g[:, :, None]), g)
     np.testing.assert_array_equal(to_grey(g.astype(np.uint16) * 257), g)  # 16 bit
     np.testing.assert_array_equal(to_grey(g / 255.0), g)  # float in [0, 1]
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (481, 641, 3), (350, 350, 3), (300, 200, 4),
+                                   (479, 333), (129, 1000, 3), (2160, 3840, 3), (60, 40, 3)])
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_rgb_small_into_matches_opencv(shape, order):
+    """The fused Numba area resize equals OpenCV's INTER_AREA (which rounds to uint8:
+    hence 0.5) for integer and fractional factors, grey/colour/alpha, huge images
+    (pre-subsampled alike), and enlarging (bilinear, same as OpenCV's)."""
+    rng = np.random.default_rng(sum(shape))
+    img = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.5)
+    h, w, s = small_shape(*shape[:2], 128)
+    buf = np.full((h + 2, w + 4, 3), 7.0, np.float32)  # a region inside a bigger buffer
+    got = rgb_small_into(img, buf[1:-1, 2:-2], order, -1.0, 1.0)
+    ref, s_ref = to_rgb_small(img, 128, order)
+    assert got == pytest.approx(s_ref)
+    np.testing.assert_allclose((buf[1:-1, 2:-2] + 1) * 127.5, ref, atol=0.5 + 1e-3)
+    assert (buf[0] == 7).all() and (buf[-1] == 7).all() and (buf[:, :2] == 7).all() and (buf[:, -2:] == 7).all()
+    if len(shape) == 3 and shape[2] == 3:  # channel order: a red image is red
+        red = np.zeros(shape, np.uint8)
+        red[..., 2 if order == "bgr" else 0] = 255
+        out = np.empty((h, w, 3), np.float32)
+        rgb_small_into(red, out, order)
+        np.testing.assert_allclose(out[..., 0], 255, atol=1e-3)
+        np.testing.assert_allclose(out[..., 1:], 0, atol=1e-3)
 
 
 @pytest.mark.parametrize(
