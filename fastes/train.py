@@ -157,6 +157,12 @@ class TrainConfig:
     routings: int = 5               # CapsNet fine-tuning (pre-training uses 3)
     dropout: float = 0.1            # before the classifier (VGG11, ResNet50)
     width: float = 0.5              # VGG11 channel scale (1.0: 64..512 channels)
+    rotate: float = 8.0             # augmentation: degrees (uniform +-), point jitter (px,
+    jitter: float = 1.5             # Gaussian, crop space), mirror with p = 0.5
+    mirror: bool = True
+
+    def augmentation(self) -> dict:
+        return {"rotate": self.rotate, "jitter": self.jitter, "mirror": self.mirror}
 
     def input_size(self) -> int:
         from .nets import DEFAULT_SIZE
@@ -226,7 +232,7 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
         lms, y = wild.landmarks[ok], wild.labels[ok]
         rng = np.random.default_rng(cfg.seed + 17)
         model = build(cfg.net, size, n_classes=4, **kw)
-        fit(model, lambda ep: render(augment(lms, rng), size), y, cfg, cfg.pretrain_epochs,
+        fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size), y, cfg, cfg.pretrain_epochs,
             progress=progress, desc="pretrain wild")
     else:
         raise ValueError(f"unknown pre-training {cfg.pretrain!r} (none, mnist, wild)")
@@ -257,7 +263,7 @@ def inputs_fn(data: FaceSet, cfg: TrainConfig):
     def f(ep: int) -> np.ndarray:
         if not cfg.augment:
             return fixed
-        return render(augment(lms, np.random.default_rng((cfg.seed, ep))), size)
+        return render(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation()), size)
     return f
 
 

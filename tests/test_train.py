@@ -44,6 +44,25 @@ def test_augment_identity_and_seeded(sample_landmarks):
     assert not np.allclose(a, lm)
 
 
+def test_training_inputs_follow_the_configured_augmentation(sample_landmarks):
+    from fastes.train import FaceSet, TrainConfig, inputs_fn
+
+    n = len(sample_landmarks)
+    data = FaceSet([f"{i}.png" for i in range(n)], sample_landmarks, np.ones(n, bool), np.zeros(n, np.int64),
+                   np.arange(n).astype(str), {})
+    plain = render(sample_landmarks, 48)
+    off = inputs_fn(data, TrainConfig(size=48, rotate=0, jitter=0, mirror=False))
+    np.testing.assert_array_equal(off(3), plain)  # nothing to vary: every epoch the same
+    mirror_only = inputs_fn(data, TrainConfig(size=48, rotate=0, jitter=0, mirror=True))
+    drawn = [mirror_only(ep) for ep in range(6)]
+    flipped = render(augment(sample_landmarks, np.random.default_rng(0), rotate=0, jitter=0, mirror=False)
+                     [:, MIRROR] * [-1, 1] + [249, 0], 48)
+    for x in drawn:  # each sketch is the plain one or its mirror image, nothing else
+        for i in range(n):
+            assert np.array_equal(x[i], plain[i]) or np.array_equal(x[i], flipped[i])
+    assert any(not np.array_equal(x, plain) for x in drawn)
+
+
 def test_render_blank_rows_for_missed_and_degenerate_faces(sample_landmarks):
     lm = np.array(sample_landmarks[:3])
     lm[2, 16] = lm[2, 0]  # x16 == x0: degenerate

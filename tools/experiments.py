@@ -32,7 +32,8 @@ def parse_run(spec: str):
     for kv in parts[4:]:
         if "=" in kv:  # e.g. dropout=0.1, lr=3e-4
             k, v = kv.split("=", 1)
-            setattr(cfg, k, type(getattr(cfg, k))(v))
+            kind = type(getattr(cfg, k))
+            setattr(cfg, k, v.lower() in ("1", "true", "yes") if kind is bool else kind(v))
     return cfg
 
 
