@@ -36,3 +36,28 @@ def test_detect_faces_per_image(benchmark, record, found, faces, name, n):
     img = collage(faces, n, (1080, 1920))
     found[f"{name} {n} faces"] = benchmark(lambda: len(det(img)))
     record(f"detect_{name}_{n}faces_1080p", benchmark)
+
+
+@pytest.mark.parametrize("how", ["opencv", "fused"])
+def test_blazeface_input_640x480(benchmark, record, faces, how):
+    """BlazeFace's input, 640x480 BGR -> 128x96 RGB in [-1, 1] inside the letterbox:
+    OpenCV's INTER_AREA + conversion (what fastes did) vs the fused Numba pass."""
+    import numpy as np
+
+    from fastes.io import rgb_small_into, to_rgb_small
+
+    img = frame_with_face(faces[0], SIZES["640x480"])
+    region = np.empty((1, 128, 128, 3), np.float32)[0, 16:112]
+
+    def opencv():
+        small, _ = to_rgb_small(img, 128)
+        np.multiply(small, np.float32(1 / 127.5), out=region, dtype=np.float32)
+        np.subtract(region, np.float32(1), out=region)
+
+    def fused():
+        rgb_small_into(img, region, "bgr", -1.0, 1.0)
+
+    fn = opencv if how == "opencv" else fused
+    fn()  # compiled / loaded from the Numba cache outside the timing
+    benchmark(fn)
+    record(f"blazeface_input_640x480_{how}", benchmark)

@@ -143,9 +143,10 @@ def rgb_small_into(image: np.ndarray, out: np.ndarray, order: str = "bgr", lo: f
     ``out`` over long side of ``image``. Takes what :func:`to_grey` takes.
 
     Shrinking is the area average of OpenCV's ``INTER_AREA`` fused with the channel
-    swap and the scaling in one Numba pass, unrounded: 1.5x faster than OpenCV's
-    area resize + conversion for a 640x480 frame to 128x96 (0.29 vs 0.44 ms here;
-    OpenCV vectorizes area resizing only for a factor of 2). Enlarging is bilinear."""
+    swap and the scaling in one Numba pass, unrounded: ~1.4x faster than OpenCV's
+    area resize + conversion for a 640x480 frame to 128x96 (benchmarks/
+    test_bench_detect.py; OpenCV vectorizes area resizing only for a factor of 2).
+    Enlarging is bilinear, as OpenCV's."""
     img = as_uint8(image, order)
     h, w = out.shape[:2]
     s = max(h, w) / max(img.shape[:2])
