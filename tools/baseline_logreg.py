@@ -3,6 +3,7 @@
 
     python tools/baseline_logreg.py            # needs the landmark cache (built on demand)
     python tools/baseline_logreg.py --train-detector haar --test-detector blazeface
+    python tools/baseline_logreg.py --augmented
 
 The second form trains each fold on one front end's landmarks and tests on another's:
 does a model fitted on the paper's Haar path lose accuracy on BlazeFace landmarks?
@@ -10,6 +11,10 @@ does a model fitted on the paper's Haar path lose accuracy on BlazeFace landmark
 Features: the 34 drawn points (brows, eyes, outer mouth) after `fastes.remap`, or all
 68 remapped points; standardized per fold on the training part. A missed face counts
 as wrong in `accuracy`; `accuracy_detected` leaves those rows out.
+
+``--augmented`` also fits each fold on 8 augmented copies of its training faces, with
+the networks' augmentation (``fastes.train.augment``) and variants of it: how much of
+the floor's lead over the networks comes from training on plain landmarks.
 """
 from __future__ import annotations
 
@@ -49,18 +54,43 @@ def _remapped(samples, detector: str):
     found, _, _, lms = LandmarkCache(FaceFinder(detector)).get([s.path for s in samples])
     r = np.zeros_like(lms, dtype=np.float64)
     r[found] = remap(lms[found])
-    return found, r
+    return found, r, lms
+
+
+AUGMENTATIONS = {  # name -> fastes.train.augment settings
+    "networks' (rotate 8, jitter 1.5, mirror)": {},
+    "mirror only": {"rotate": 0.0, "jitter": 0.0},
+    "no mirror": {"mirror": False},
+    "jitter 0.5": {"jitter": 0.5},
+}
+
+
+def augmented_accuracy(lms, found, y, folds, idx, settings: dict, copies: int = 8) -> float:
+    """Accuracy (missed faces wrong) of the regression fitted on augmented copies."""
+    from fastes.train import augment
+
+    correct = np.zeros(len(y), dtype=bool)
+    for f in range(5):
+        tr, te = found & (folds != f), found & (folds == f)
+        rng = np.random.default_rng(f)
+        a = np.concatenate([augment(lms[tr], rng, **settings) for _ in range(copies)]).astype(np.float64)
+        x_tr = remap(a)[:, idx].reshape(len(a), -1)
+        x_te = remap(lms[te].astype(np.float64))[:, idx].reshape(te.sum(), -1)
+        correct[te] = fit_predict(x_tr, np.tile(y[tr], copies), x_te) == y[te]
+    return float(correct.mean())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-detector", default="haar", help="front end of the training folds (default haar)")
     ap.add_argument("--test-detector", help="front end of the test folds (default: the same)")
+    ap.add_argument("--augmented", action="store_true",
+                    help="also fit on augmented copies (the networks' augmentation and variants)")
     args = ap.parse_args()
     samples = [s for s in read_manifest(data_root() / "faces" / "manifest.csv")
                if s.groups["dataset"] in ("jaffe", "ckplus", "fei", "london")]
-    found_tr, r_tr = _remapped(samples, args.train_detector)
-    found_te, r_te = (found_tr, r_tr) if args.test_detector in (None, args.train_detector) \
+    found_tr, r_tr, lms_tr = _remapped(samples, args.train_detector)
+    found_te, r_te, _ = (found_tr, r_tr, lms_tr) if args.test_detector in (None, args.train_detector) \
         else _remapped(samples, args.test_detector)
     y = np.array([s.label for s in samples])
     folds = subject_folds([s.subject for s in samples], y, k=5, seed=0)
@@ -76,6 +106,10 @@ def main() -> int:
             correct[te] = fit_predict(x_tr[tr], y[tr], x_te[te]) == y[te]
         print(f"{name}: accuracy {correct.mean():.3f} (missed faces wrong), "
               f"accuracy_detected {correct[ok].mean():.3f}")
+        if args.augmented and args.test_detector in (None, args.train_detector):
+            for aug, settings in AUGMENTATIONS.items():
+                acc = augmented_accuracy(lms_tr, found_tr, y, folds, idx, settings)
+                print(f"  fitted on 8 augmented copies, {aug}: accuracy {acc:.3f}")
     return 0
 
 
