@@ -1,4 +1,5 @@
-"""Image input: decode files, validate arrays, make the grey copies the front end needs.
+"""Image input: decode files, validate arrays, make the grey copies the front end needs
+and the small colour copy the detector's network takes.
 
 Errors are raised here, at the edge, as :class:`ImageError` with a message that names
 the input; the rest of the pipeline assumes a 2-D ``uint8`` grey image.
@@ -12,8 +13,8 @@ import cv2
 import numpy as np
 from numba import njit
 
-__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "rgb_small_into", "IMAGE_SUFFIXES", "looks_like_image",
-           "atomic_write", "write_png_atomic", "write_text_atomic"]
+__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "rgb_small_into", "IMAGE_SUFFIXES",
+           "looks_like_image", "atomic_write", "write_png_atomic", "write_text_atomic"]
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
 IMAGE_SUFFIXES = frozenset(

@@ -68,6 +68,11 @@ def test_to_grey_rejects_non_arrays_and_bad_order():
         to_grey([[1, 2], [3, 4]])
     with pytest.raises(ImageError, match="order"):
         to_grey(np.zeros((4, 4, 3), np.uint8), order="hsv")
+    out = np.zeros((8, 8, 3), np.float32)
+    with pytest.raises(ImageError, match="numpy array"):
+        rgb_small_into([[1, 2], [3, 4]], out)
+    with pytest.raises(ImageError, match="shape"):
+        rgb_small_into(np.zeros((40, 40, 2), np.uint8), out)
 
 
 def test_read_image_roundtrip_and_16_bit(tmp_path):
