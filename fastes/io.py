@@ -169,34 +169,40 @@ def rgb_small_into(image: np.ndarray, out: np.ndarray, order: str = "bgr", lo: f
 
 
 @njit(nogil=True, cache=True)
-def _area_table(n_src, n_dst):
+def _area_shares(n_src, n_dst):
     """Destination pixel j of an area resize covers source [j * f, (j + 1) * f),
-    f = n_src / n_dst >= 1, as in OpenCV. Returns, per source index, the destination
-    index it starts in and the share of it that falls there (the rest falls in the
-    next one); and, per destination index, its taps: ``src`` and ``wt``, both
-    ``(n_dst, T)``, padded with zero weights."""
+    f = n_src / n_dst >= 1, as in OpenCV. Per source index: the destination index it
+    starts in, and the share of it that falls there (the rest falls in the next one)."""
     f = n_src / n_dst
     dst = np.empty(n_src, np.int64)
     share = np.empty(n_src, np.float32)
-    taps = np.zeros(n_dst, np.int64)
     for i in range(n_src):
         j = min(int(i / f), n_dst - 1)
         dst[i] = j
         share[i] = min(i + 1.0, (j + 1) * f) - i if j < n_dst - 1 else 1.0
-        taps[j] += 1
+    return dst, share
+
+
+@njit(nogil=True, cache=True)
+def _area_taps(dst, share, n_dst):
+    """The same weights per destination index: its source indices ``src`` and weights
+    ``wt``, both ``(n_dst, T)``, padded with zero weights."""
+    taps = np.zeros(n_dst, np.int64)
+    for i in range(dst.shape[0]):
+        taps[dst[i]] += 1
         if share[i] < 1.0:
-            taps[j + 1] += 1
+            taps[dst[i] + 1] += 1
     src = np.zeros((n_dst, taps.max()), np.int64)
     wt = np.zeros((n_dst, taps.max()), np.float32)
     taps[:] = 0
-    for i in range(n_src):
+    for i in range(dst.shape[0]):
         j = dst[i]
         src[j, taps[j]], wt[j, taps[j]] = i, share[i]
         taps[j] += 1
         if share[i] < 1.0:
             src[j + 1, taps[j + 1]], wt[j + 1, taps[j + 1]] = i, 1 - share[i]
             taps[j + 1] += 1
-    return dst, share, src, wt
+    return src, wt
 
 
 @njit(nogil=True, cache=True)
@@ -209,8 +215,8 @@ def _area_into(img, out, channels, gain, bias):
     H, W, C = img.shape
     h, w = out.shape[0], out.shape[1]
     flat = img.reshape(H, W * C)
-    ydst, yshare, _, _ = _area_table(H, h)
-    _, _, xsrc, xwt = _area_table(W, w)
+    ydst, yshare = _area_shares(H, h)  # rows: each source row's destination and share
+    xsrc, xwt = _area_taps(*_area_shares(W, w), w)  # columns: each destination's taps
     norm = np.float32(gain * (h / H) * (w / W))
     acc = np.zeros(W * C, np.float32)  # the destination row being summed
     spill = np.zeros(W * C, np.float32)  # the share of a straddling row for the next one
