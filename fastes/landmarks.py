@@ -37,6 +37,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .detect import ModelFileError
+from .sketch import _byte_ptr  # the byte-pointer codegen the sketch intrinsics use
 
 __all__ = ["ShapePredictor", "load_predictor", "predictor_path"]
 
@@ -201,12 +202,11 @@ def _prefetch(typingctx, arr, offset):
         return None
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        ptr = builder.gep(builder.bitcast(ary.data, i8p), [args[1]])
+        i8 = ir.IntType(8)
+        ptr = _byte_ptr(context, builder, signature.args[0], args[0], args[1], i8)
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
