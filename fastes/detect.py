@@ -262,15 +262,21 @@ class BlazeFace:
         keep = nms(boxes, scores, self.iou)
         return Detections(boxes[keep], scores[keep], kps[keep])
 
-    def _detect(self, image: np.ndarray, order: str, min_score: float) -> Detections:
+    def _letterbox(self, image: np.ndarray, order: str) -> tuple[int, int, float]:
+        """Write ``image`` into the model's input buffer, resized to fit, centred, with a
+        black border; returns its offset ``(ox, oy)`` and scale ``s`` there."""
         n = self._model.size
         image = as_uint8(image, order)  # validated once, here
         h, w, _ = small_shape(*image.shape[:2], n)
-        oy, ox = (n - h) // 2, (n - w) // 2  # letterbox: centred, black border
+        oy, ox = (n - h) // 2, (n - w) // 2
         if (oy, ox, h, w) != self._placed:  # letterbox border: -1 (black) around the image
             self._buf.fill(-1.0)
             self._placed = (oy, ox, h, w)
-        s = rgb_small_into(image, self._buf[0, oy:oy + h, ox:ox + w], order, -1.0, 1.0)
+        return ox, oy, rgb_small_into(image, self._buf[0, oy:oy + h, ox:ox + w], order, -1.0, 1.0)
+
+    def _detect(self, image: np.ndarray, order: str, min_score: float) -> Detections:
+        n = self._model.size
+        ox, oy, s = self._letterbox(image, order)
         self._it.set_tensor(self._in, self._buf)
         self._it.invoke()
         raw = self._it.get_tensor(self._scores_i)[0, :, 0]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastes.detect import _blazeface_dir
-from fastes.io import read_image, rgb_small_into, small_shape
+from fastes.detect import BlazeFace, _blazeface_dir
+from fastes.io import read_image
 
 DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 4: np.int64}
 
@@ -82,18 +82,16 @@ def rebuild(path: Path):
     return keras.Model(inp, [t[i] for i in g.outputs])
 
 
-def letterbox(img: np.ndarray) -> np.ndarray:
-    buf = np.full((1, 128, 128, 3), -1.0, np.float32)
-    h, w, _ = small_shape(*img.shape[:2], 128)
-    oy, ox = (128 - h) // 2, (128 - w) // 2
-    rgb_small_into(img, buf[0, oy:oy + h, ox:ox + w], "bgr", -1.0, 1.0)
-    return buf
-
-
 def calibration_inputs(n: int = 400) -> list[np.ndarray]:
     from fastes.cli import sample_images
     from fastes.data import data_root
     from fastes.testing import frame_with_face, nonface_images
+
+    det = BlazeFace()
+
+    def letterbox(img: np.ndarray) -> np.ndarray:  # the input BlazeFace itself makes, copied
+        det._letterbox(img, "bgr")
+        return det._buf.copy()
 
     root = data_root() / "faces"
     rows = list(csv.DictReader(open(root / "manifest.csv", newline="")))
