@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-DRAWN = np.r_[17:27, 36:48, 48:60]  # brows, eyes, outer mouth: what the sketch draws
+from baseline_logreg import DRAWN  # tools/: the 34 points the sketch draws
 
 
 def model(size: int, n_points: int, width: float, dropout: float):
@@ -65,40 +65,38 @@ def main(argv=None) -> int:
     from fastes.data import subject_folds
     from fastes.evaluate import metrics
     from fastes.sketch import render
-    from fastes.train import TrainConfig, _compile, augment, load_faces
+    from fastes.train import TrainConfig, augment, fit, load_faces, predict
 
     cfg = TrainConfig(net="vgg11", size=args.size, epochs=args.epochs, width=args.width, jitter=args.jitter,
                       rotate=args.rotate, mirror=not args.no_mirror)
     idx = DRAWN if args.points == 34 else np.arange(68)
+
+    def inputs(lms):
+        return [render(lms, args.size), points(lms, idx)]
+
     data = load_faces(progress=False)
     folds = subject_folds(data.subjects, data.labels, k=5, seed=0)
     probs = np.full((len(data), 4), np.nan, np.float32)
     t0 = time.perf_counter()
     for f in range(5):
         tr = (folds != f) & data.found
-        lms, y = data.landmarks[tr], data.labels[tr]
+        lms = data.landmarks[tr]
         keras.utils.set_random_seed(cfg.seed)
         m = model(args.size, args.points, args.width, cfg.dropout)
-        steps = cfg.epochs * int(np.ceil(len(y) / cfg.batch))
-        trainer = _compile(m, cfg, steps, 4)
-        onehot = np.eye(4, dtype=np.float32)[y]
-        for ep in range(cfg.epochs):
-            a = augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation())
-            trainer.fit([render(a, args.size), points(a, idx)], onehot, batch_size=cfg.batch, epochs=1,
-                        verbose=0, shuffle=True)
+        fit(m, lambda ep: inputs(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation())),
+            data.labels[tr], cfg, cfg.epochs, progress=False)
         te = (folds == f) & data.found
-        probs[te] = m.predict([render(data.landmarks[te], args.size), points(data.landmarks[te], idx)],
-                              batch_size=256, verbose=0)
+        probs[te] = predict(m, inputs(data.landmarks[te]))
         print(f"fold {f + 1}/5 done, {time.perf_counter() - t0:.0f} s", flush=True)
     pred = np.where(data.found, np.nan_to_num(probs).argmax(1), -1)
-    m = metrics(data.labels, pred, data.groups)
-    acc, f1 = m["accuracy"], m["macro_f1"]
-    per = {k: round(v["accuracy"], 3) for k, v in m["per_group"]["dataset"].items()}
+    res = metrics(data.labels, pred, data.groups)
+    acc, f1 = res["accuracy"], res["macro_f1"]
+    per = {k: round(v["accuracy"], 3) for k, v in res["per_group"]["dataset"].items()}
     rec = {"net": "vgg11+points", "points": args.points, "width": args.width, "size": args.size,
            "epochs": args.epochs, **cfg.augmentation(), "accuracy": acc, "macro_f1": f1, "per_dataset": per,
-           "confusion": m["confusion"], "seconds": time.perf_counter() - t0,
+           "confusion": res["confusion"], "seconds": time.perf_counter() - t0,
            "per_group": {c: {v: round(d["accuracy"], 3) for v, d in g.items() if d["n"] >= 20}
-                         for c, g in m["per_group"].items()}}
+                         for c, g in res["per_group"].items()}}
     print(json.dumps(rec))
     if args.out:
         with open(args.out, "a") as fh:
