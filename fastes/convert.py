@@ -4,7 +4,9 @@ Quantization modes: ``none`` (float32), ``fp16`` (float16 weights), ``dynamic`` 
 weights, float activations) and ``int8`` (full-integer post-training quantization,
 calibrated on real sketches; ``int8_io`` makes the input and output tensors int8 too).
 Only TFLite builtin ops are allowed, so the lightweight LiteRT runtime runs every model
-(CapsNet's routing included). Every conversion runs the Keras and the TFLite model on a
+(CapsNet's routing included). ``percentile`` calibration clips each activation's int8 range
+to a percentile of its calibration values instead of TFLite's min/max, which a few rare
+outliers stretch (ResNet50: max / 99.99th percentile 1.3-2.1 in every activation). Every conversion runs the Keras and the TFLite model on a
 held-out set and fails, writing nothing, when top-1 agreement is below a threshold.
 """
 from __future__ import annotations
@@ -21,6 +23,9 @@ QUANTIZE = ("none", "fp16", "dynamic", "int8")
 # activations' ranges settle well before that (agreement measured at 64, 256 and 1,024
 # calibration sketches is in models/README.md). Drawn from posed and wild faces alike.
 N_CALIBRATION = 256
+# Percentile calibration (opt-in, ``percentile=``): 99.999 measured best on ResNet50 (int8
+# agreement on 2,008 unseen wild faces 0.972 -> 0.984; 99.998 / 99.995: 0.981).
+PERCENTILE = 99.999
 
 
 class ConversionError(ValueError):
@@ -73,12 +78,15 @@ def _load(model):
 
 def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
             calibration: np.ndarray | None = None, verify: np.ndarray | None = None,
-            labels: np.ndarray | None = None, min_agreement: float = 0.98) -> dict:
+            labels: np.ndarray | None = None, min_agreement: float = 0.98,
+            percentile: float | None = None) -> dict:
     """Convert a Keras model (object or ``.keras`` path) with one image input to TFLite.
 
     ``calibration`` (int8) and ``verify``: float input arrays; by default, sketches from
     the landmark cache at the model's input size (models with ``(S, S, 1)`` input). With
-    ``labels`` for ``verify``, both accuracies are reported. Raises
+    ``labels`` for ``verify``, both accuracies are reported. ``percentile`` (int8 only,
+    e.g. 99.999): activation ranges from that percentile of the calibration values (and
+    100 - it for the low end) instead of their min/max. Raises
     :class:`ConversionError` (nothing written) when agreement < ``min_agreement``.
     Returns a dict: ``bytes``, ``agreement``, ``keras_accuracy``, ``tflite_accuracy``,
     ``size``, ``n_verify``; writes ``out`` atomically when given.
@@ -89,6 +97,8 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
         raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if int8_io and quantize != "int8":
         raise ConversionError("int8 input/output needs --quantize int8")
+    if percentile is not None and (quantize != "int8" or not 50 < percentile <= 100):
+        raise ConversionError("percentile calibration needs --quantize int8 and a percentile in (50, 100]")
     m = _load(model)
     if len(m.inputs) != 1 or len(m.outputs) != 1:
         raise ConversionError(f"expected a model with one input and one output, got {len(m.inputs)} "
@@ -130,7 +140,12 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
                 conv.inference_input_type = tf.int8
                 conv.inference_output_type = tf.int8
         try:
-            content = conv.convert()
+            if percentile is not None:
+                content = _percentile_quantize(conv, cal, percentile, int8_io)
+            else:
+                content = conv.convert()
+        except ConversionError:
+            raise
         except Exception as e:
             msg = str(e).strip().splitlines()
             raise ConversionError("TFLite conversion failed (only builtin ops are allowed): "
@@ -153,3 +168,52 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
         atomic_write(out, lambda t: Path(t).write_bytes(content))
     res["bytes"] = content
     return res
+
+
+def _percentile_quantize(conv, calibration: np.ndarray, percentile: float, int8_io: bool) -> bytes:
+    """int8 with activation ranges clipped to ``percentile`` of the calibration values.
+
+    TFLite calibrates (the float model gets each tensor's min/max), then this reruns the
+    calibrated float model on the same inputs with every tensor kept, finds each tensor's
+    exact percentiles (from its top and bottom k values: little memory), narrows the
+    recorded ranges to them, and lets TFLite's quantizer finish. A range never widens,
+    and one that excludes 0 keeps its side (the int8 zero point needs 0 inside).
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    conv._experimental_calibrate_only = True  # private TF API: checked with TF 2.21
+    calibrated = conv.convert()
+    model = fbu.convert_bytearray_to_object(calibrated)
+    tensors = model.subgraphs[0].tensors
+    idx = [i for i, t in enumerate(tensors) if t.quantization is not None
+           and t.quantization.min is not None and len(t.quantization.min) == 1]
+    # The default XNNPACK delegate would hide intermediate tensors: builtin kernels only.
+    it = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = it.get_input_details()[0]["index"]
+    it.allocate_tensors()
+    n = len(calibration)
+    hi = {i: np.empty(0, np.float32) for i in idx}
+    lo = {i: np.empty(0, np.float32) for i in idx}
+    k = {}
+    for j in range(n):
+        it.set_tensor(inp, calibration[j:j + 1])
+        it.invoke()
+        for i in idx:
+            v = it.get_tensor(i).ravel()
+            if i not in k:  # values beyond the percentile, over all samples, plus one
+                k[i] = min(v.size, int(np.ceil((100 - percentile) / 100 * v.size * n)) + 1)
+            hi[i] = np.partition(np.concatenate([hi[i], v]), -k[i])[-k[i]:] if v.size else hi[i]
+            lo[i] = np.partition(np.concatenate([lo[i], v]), k[i] - 1)[:k[i]] if v.size else lo[i]
+    for i in idx:
+        q = tensors[i].quantization
+        if hi[i].size and q.max[0] > 0:
+            q.max = [float(np.clip(hi[i].min(), 0.0, q.max[0]))]
+        if lo[i].size and q.min[0] < 0:
+            q.min = [float(np.clip(lo[i].max(), q.min[0], 0.0))]
+    io_type = tf.int8 if int8_io else tf.float32
+    return mlir_quantize(bytes(fbu.convert_object_to_bytearray(model)), False,
+                         input_data_type=io_type, output_data_type=io_type)

@@ -323,13 +323,16 @@ def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, 
 
 def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool = True,
                    wild: FaceSet | None = None, folds: np.ndarray | None = None,
-                   test_folds=None, quantize: str | None = None) -> dict:
+                   test_folds=None, quantize: str | None = None, convert_kw: dict | None = None,
+                   workdir=None) -> dict:
     """k-fold subject-disjoint cross-validation (or the given ``folds``; only
     ``test_folds`` are held out in turn, default all). Returns per-row probabilities
     (NaN for rows without a face or never held out), the fold of each row and seconds
     per fold. With ``quantize`` (e.g. ``"int8"``) each fold's model is also converted
     (calibrated on its own training sketches) and run on its held-out fold:
-    ``probs_tflite`` and per-fold ``agreement`` measure what quantization costs."""
+    ``probs_tflite`` and per-fold ``agreement`` measure what quantization costs
+    (``convert_kw``: more arguments of :func:`fastes.convert.convert`). ``workdir`` keeps
+    each finished fold (weights and results) so that an interrupted run resumes there."""
     from .data import subject_folds
 
     folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
@@ -340,24 +343,41 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     pre = None
     if cfg.pretrain != "none":  # pre-train once; every fold starts from these weights
         pre = _pretrained(cfg, progress, wild)
+    wd = Path(workdir) if workdir else None
+    if wd:
+        wd.mkdir(parents=True, exist_ok=True)
     for f in (range(k) if test_folds is None else test_folds):
-        t0 = time.perf_counter()
         tr = data.subset(folds != f)
-        model = new_model(cfg, pre=pre)
-        _, hist = fit(model, inputs_fn(tr, cfg), tr.labels[tr.found], cfg, cfg.epochs, progress=progress,
-                      desc=f"{cfg.net} fold {f + 1}/{k}")
-        train_acc.append(hist[-1]["accuracy"])
         te = (folds == f) & data.found
         x_te = render(data.landmarks[te], size)
-        probs[te] = predict(model, x_te)
-        seconds.append(time.perf_counter() - t0)
+        done = wd / f"fold{f}.npz" if wd else None
+        if done and done.exists():  # trained before: its results, and its weights for int8
+            z = np.load(done)
+            probs[te], sec, acc = z["probs"], float(z["seconds"]), float(z["train_accuracy"])
+            model = None
+        else:
+            t0 = time.perf_counter()
+            model = new_model(cfg, pre=pre)
+            _, hist = fit(model, inputs_fn(tr, cfg), tr.labels[tr.found], cfg, cfg.epochs, progress=progress,
+                          desc=f"{cfg.net} fold {f + 1}/{k}")
+            acc, sec = hist[-1]["accuracy"], time.perf_counter() - t0
+            probs[te] = predict(model, x_te)
+            if done:
+                model.save_weights(wd / f"fold{f}.weights.h5")
+                # written last: its presence says the fold (weights included) is complete
+                _atomic(done, lambda t: np.savez(t, probs=probs[te], seconds=sec, train_accuracy=acc))
+        train_acc.append(acc)
+        seconds.append(sec)
         if quantize:
             from .convert import N_CALIBRATION, convert, run_tflite
 
+            if model is None:
+                model = new_model(cfg, pre=pre)
+                model.load_weights(wd / f"fold{f}.weights.h5")
             rng = np.random.default_rng(f)
             calib = rng.permutation(np.flatnonzero(tr.found))[:N_CALIBRATION]
             res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size),
-                          verify=x_te, labels=data.labels[te], min_agreement=0.0)
+                          verify=x_te, labels=data.labels[te], min_agreement=0.0, **(convert_kw or {}))
             probs_q[te] = run_tflite(res["bytes"], x_te)
             agreement.append(res["agreement"])
     out = {"probs": probs, "folds": folds, "seconds": seconds, "train_accuracy": train_acc}

@@ -173,6 +173,77 @@ def test_convert_int8_io_and_run_with_litert(tiny_run):
     assert rc == 0 and json.loads((tiny_run / "t.json").read_text())["n"] == 24
 
 
+def _activation_ranges(content):
+    """(scale, zero point) of every int8 activation tensor (weights and biases excluded)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    out = {}
+    for t in it.get_tensor_details():
+        qp = t["quantization_parameters"]
+        if t["dtype"] == np.int8 and len(qp["scales"]) == 1 and "weights" not in t["name"].lower():
+            out[t["name"]] = (float(qp["scales"][0]), int(qp["zero_points"][0]))
+    return out
+
+
+def test_percentile_calibration_narrows_ranges_and_at_100_changes_nothing(tiny_run):
+    from fastes.convert import convert, run_tflite
+
+    cal = render(np.repeat(_landmarks(tiny_run), 2, axis=0), 32)
+    kw = dict(calibration=cal, verify=cal, min_agreement=0.0)
+    m = tiny_run / "run" / "model.keras"
+    plain = convert(m, quantize="int8", **kw)["bytes"]
+    same = convert(m, quantize="int8", percentile=100.0, **kw)["bytes"]
+    clipped = convert(m, quantize="int8", percentile=90.0, **kw)["bytes"]
+    # at the 100th percentile the ranges are the calibration's own min/max: same model
+    np.testing.assert_array_equal(run_tflite(same, cal), run_tflite(plain, cal))
+    a, b = _activation_ranges(plain), _activation_ranges(clipped)
+    common = sorted(set(a) & set(b))
+    assert len(common) >= 5
+    # never wider, and narrower somewhere (ReLU outputs have long upper tails)
+    assert all(b[k][0] <= a[k][0] * (1 + 1e-6) for k in common)
+    assert sum(b[k][0] < 0.95 * a[k][0] for k in common) >= 3
+
+
+def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run):
+    from fastes.cli import main
+    from fastes.convert import ConversionError, convert
+    from fastes.runtime import load_classifier
+
+    cal = render(_landmarks(tiny_run), 32)
+    np.save(tiny_run / "cal_p.npy", np.concatenate([cal, cal]))
+    out = tiny_run / "p.tflite"
+    rc = main(["convert", str(tiny_run / "run" / "model.keras"), "--out", str(out), "--int8-io",
+               "--percentile", "99.9", "--calibration", str(tiny_run / "cal_p.npy"), "--min-agreement", "0"])
+    assert rc == 0
+    clf = load_classifier(out)
+    assert clf._in["dtype"] == np.int8 and clf.predict(cal[:3]).shape == (3, 4)
+    for p, q in ((99.9, "dynamic"), (30.0, "int8"), (101.0, "int8")):
+        with pytest.raises(ConversionError, match="percentile"):
+            convert(tiny_run / "run" / "model.keras", quantize=q, percentile=p, calibration=cal, verify=cal)
+    assert main(["convert", str(tiny_run / "run" / "model.keras"), "--out", str(out), "--percentile", "40"]) == 2
+
+
+def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
+    import fastes.train as ft
+    from fastes.train import TrainConfig, cross_validate, load_faces
+
+    data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    cfg = TrainConfig(net="vgg11", size=32, epochs=1, width=0.25)
+    wd = tiny_run / "cvwork"
+    first = cross_validate(data, cfg, k=2, progress=False, workdir=wd)
+    assert sorted(p.name for p in wd.iterdir()) == ["fold0.npz", "fold0.weights.h5", "fold1.npz", "fold1.weights.h5"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(ft, "fit", no_training)
+    again = cross_validate(data, cfg, k=2, progress=False, workdir=wd, quantize="int8")
+    np.testing.assert_array_equal(again["probs"], first["probs"])
+    assert again["seconds"] == pytest.approx(first["seconds"])
+    assert len(again["agreement"]) == 2 and np.isfinite(again["probs_tflite"][data.found]).all()
+
+
 def test_convert_refuses_on_disagreement(tiny_run, monkeypatch):
     import fastes.convert as fc
 

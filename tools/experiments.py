@@ -51,6 +51,9 @@ def main(argv=None) -> int:
                     help="front end of the landmarks (default haar); other than haar, run names get '@<detector>'")
     ap.add_argument("--int8", action="store_true",
                     help="also convert each fold's model to int8 TFLite and evaluate it on its held-out fold")
+    ap.add_argument("--percentile", type=float,
+                    help="with --int8: percentile calibration (e.g. 99.999; see fastes.convert)")
+    ap.add_argument("--workdir", help="keep each finished fold here (weights, results): a killed run resumes")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
@@ -92,8 +95,10 @@ def main(argv=None) -> int:
                                 test_folds=[0])
             rows = folds == 0
         else:
+            wd = Path(a.workdir) / (spec.replace(":", "_") + tag) if a.workdir else None
             cv = cross_validate(posed, cfg, progress=not a.no_progress, wild=wild,
-                                quantize="int8" if a.int8 else None)
+                                quantize="int8" if a.int8 else None, workdir=wd,
+                                convert_kw={"percentile": a.percentile} if a.percentile else None)
             rows = np.ones(len(posed), bool)
         ok = ~np.isnan(cv["probs"][:, 0])
         pred = np.where(ok, np.nan_to_num(cv["probs"]).argmax(1), MISSED)
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
             okq = ~np.isnan(cv["probs_tflite"][:, 0])
             pq = np.where(okq, np.nan_to_num(cv["probs_tflite"]).argmax(1), MISSED)
             mq = metrics(sub.labels, pq[rows], sub.groups)
-            rec.update(int8_accuracy=mq["accuracy"], int8_macro_f1=mq["macro_f1"],
+            rec.update(int8_accuracy=mq["accuracy"], int8_macro_f1=mq["macro_f1"], int8_percentile=a.percentile,
                        int8_agreement_per_fold=cv["agreement"],
                        int8_agreement=float((pq[rows & okq] == pred[rows & okq]).mean()))
             print(f"{spec}: int8 accuracy {mq['accuracy']:.3f} (agreement {rec['int8_agreement']:.3f})", flush=True)
