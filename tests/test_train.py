@@ -186,7 +186,7 @@ def _activation_ranges(content):
     return out
 
 
-def test_percentile_calibration_narrows_ranges_and_at_100_changes_nothing(tiny_run):
+def test_percentile_calibration_narrows_ranges_and_at_100_keeps_a_plain_nets_ranges(tiny_run):
     from fastes.convert import convert, run_tflite
 
     cal = render(np.repeat(_landmarks(tiny_run), 2, axis=0), 32)
@@ -195,7 +195,8 @@ def test_percentile_calibration_narrows_ranges_and_at_100_changes_nothing(tiny_r
     plain = convert(m, quantize="int8", **kw)["bytes"]
     same = convert(m, quantize="int8", percentile=100.0, **kw)["bytes"]
     clipped = convert(m, quantize="int8", percentile=90.0, **kw)["bytes"]
-    # at the 100th percentile the ranges are the calibration's own min/max: same model
+    # at the 100th percentile the ranges are the exact min/max, which TFLite's calibrator
+    # also records for a plain chain of layers (it is off only around residual sums)
     np.testing.assert_array_equal(run_tflite(same, cal), run_tflite(plain, cal))
     a, b = _activation_ranges(plain), _activation_ranges(clipped)
     common = sorted(set(a) & set(b))
