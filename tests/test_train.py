@@ -196,11 +196,14 @@ def test_percentile_calibration_narrows_ranges_and_at_100_keeps_a_plain_nets_ran
     same = convert(m, quantize="int8", percentile=100.0, **kw)["bytes"]
     clipped = convert(m, quantize="int8", percentile=90.0, **kw)["bytes"]
     # at the 100th percentile the ranges are the exact min/max, which TFLite's calibrator
-    # also records for a plain chain of layers (it is off only around residual sums)
-    np.testing.assert_array_equal(run_tflite(same, cal), run_tflite(plain, cal))
-    a, b = _activation_ranges(plain), _activation_ranges(clipped)
-    common = sorted(set(a) & set(b))
+    # also records for a plain chain of layers (it is off only around residual sums), up
+    # to float rounding between its kernels and these: the same scales within 1 %, and
+    # outputs within a quantization step or two
+    a, b, c = _activation_ranges(plain), _activation_ranges(clipped), _activation_ranges(same)
+    common = sorted(set(a) & set(b) & set(c))
     assert len(common) >= 5
+    assert all(abs(c[k][0] / a[k][0] - 1) < 0.01 for k in common)
+    np.testing.assert_allclose(run_tflite(same, cal), run_tflite(plain, cal), atol=2.5 / 256)
     # never wider, and narrower somewhere (ReLU outputs have long upper tails)
     assert all(b[k][0] <= a[k][0] * (1 + 1e-6) for k in common)
     assert sum(b[k][0] < 0.95 * a[k][0] for k in common) >= 3
