@@ -14,6 +14,7 @@ held-out set and fails, writing nothing, when top-1 agreement is below a thresho
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -121,29 +122,17 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
     if verify.shape[1:] != shape[1:]:
         raise ConversionError(f"verification inputs have shape {verify.shape[1:]}, the model wants {shape[1:]}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            m.export(tmp, format="tf_saved_model", verbose=False)
-        except Exception as e:
-            raise ConversionError(f"the model cannot be exported for conversion ({type(e).__name__}: {e})") from None
-        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
+    with saved_model_converter(m) as conv:
         if quantize == "fp16":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "int8":
-            cal = np.asarray(calibration, np.float32)
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ([cal[i:i + 1]] for i in range(len(cal)))
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
+            int8_setup(conv, calibration, int8_io)
         try:
             if percentile is not None:
-                content = _percentile_quantize(conv, cal, percentile, int8_io)
+                content = _percentile_quantize(conv, np.asarray(calibration, np.float32), percentile, int8_io)
             else:
                 content = conv.convert()
         except ConversionError:
@@ -172,24 +161,54 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
     return res
 
 
-def _percentile_quantize(conv, calibration: np.ndarray, percentile: float, int8_io: bool) -> bytes:
-    """int8 with activation ranges from ``percentile`` of the calibration values.
-
-    TFLite calibrates (the float model gets a min/max per tensor), then this reruns the
-    calibrated float model on the same inputs with every tensor kept, finds each tensor's
-    exact percentiles (from its top and bottom k values: little memory; 100 gives the
-    exact min/max), narrows the recorded ranges to them, and lets TFLite's quantizer
-    finish. A range never widens, and 0 stays inside it (the int8 zero point needs it).
-    """
+@contextmanager
+def saved_model_converter(model):
+    """A TFLite converter over ``model`` exported as a SavedModel (in a temporary folder
+    that lives as long as the context), builtin ops only (no Flex ops)."""
     import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model.export(tmp, format="tf_saved_model", verbose=False)
+        except Exception as e:
+            raise ConversionError(f"the model cannot be exported for conversion ({type(e).__name__}: {e})") from None
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        yield conv
+
+
+def int8_setup(conv, calibration: np.ndarray, int8_io: bool = False) -> None:
+    """Full-integer post-training quantization, calibrated on ``calibration`` one input
+    at a time."""
+    import tensorflow as tf
+
+    cal = np.asarray(calibration, np.float32)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([cal[i:i + 1]] for i in range(len(cal)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+
+
+def _percentile_quantize(conv, calibration: np.ndarray, percentile: float, int8_io: bool) -> bytes:
+    """int8 with activation ranges from ``percentile`` of the calibration values."""
+    calibrated, tails = _calibrate(conv, calibration, percentile)
+    return _quantize_at(calibrated, tails, percentile, int8_io)
+
+
+def _calibrate(conv, calibration: np.ndarray, lowest: float) -> tuple[bytes, dict]:
+    """TFLite's calibration (the float model gets a min/max per tensor), then a rerun of
+    the calibrated float model on the same inputs with every tensor kept: per tensor, its
+    values beyond the ``lowest`` percentile that will be asked for, at both ends (exact
+    percentiles from little memory). Returns the calibrated model and
+    ``{tensor: (lows ascending, highs descending, number of values)}``."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    from tensorflow.lite.python.convert import mlir_quantize
     from tensorflow.lite.tools import flatbuffer_utils as fbu
 
     conv._experimental_calibrate_only = True  # private TF API: checked with TF 2.21
     calibrated = conv.convert()
-    model = fbu.convert_bytearray_to_object(calibrated)
-    tensors = model.subgraphs[0].tensors
+    tensors = fbu.convert_bytearray_to_object(calibrated).subgraphs[0].tensors
     idx = [i for i, t in enumerate(tensors) if t.quantization is not None
            and t.quantization.min is not None and len(t.quantization.min) == 1]
     # The default XNNPACK delegate would hide intermediate tensors: builtin kernels only.
@@ -200,22 +219,38 @@ def _percentile_quantize(conv, calibration: np.ndarray, percentile: float, int8_
     n = len(calibration)
     hi = {i: np.empty(0, np.float32) for i in idx}
     lo = {i: np.empty(0, np.float32) for i in idx}
-    k = {}
+    size = {}
     for j in range(n):
         it.set_tensor(inp, calibration[j:j + 1])
         it.invoke()
         for i in idx:
             v = it.get_tensor(i).ravel()
-            if i not in k:  # values beyond the percentile, over all samples, plus one
-                k[i] = min(v.size, int(np.ceil((100 - percentile) / 100 * v.size * n)) + 1)
-            hi[i] = np.partition(np.concatenate([hi[i], v]), -k[i])[-k[i]:] if v.size else hi[i]
-            lo[i] = np.partition(np.concatenate([lo[i], v]), k[i] - 1)[:k[i]] if v.size else lo[i]
-    for i in idx:
+            size[i] = v.size
+            k = min(v.size, int(np.ceil((100 - lowest) / 100 * v.size * n)) + 1)  # beyond it, plus one
+            if k:
+                hi[i] = np.partition(np.concatenate([hi[i], v]), -k)[-k:]
+                lo[i] = np.partition(np.concatenate([lo[i], v]), k - 1)[:k]
+    return calibrated, {i: (np.sort(lo[i]), np.sort(hi[i])[::-1], size.get(i, 0) * n) for i in idx}
+
+
+def _quantize_at(calibrated: bytes, tails: dict, percentile: float, int8_io: bool) -> bytes:
+    """Narrow each recorded range to ``percentile`` (from :func:`_calibrate`'s tails) and
+    quantize. A range never widens, and 0 stays inside it (the int8 zero point needs it)."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    model = fbu.convert_bytearray_to_object(calibrated)
+    tensors = model.subgraphs[0].tensors
+    for i, (lows, highs, n) in tails.items():
+        k = min(len(highs), int(np.ceil((100 - percentile) / 100 * n)) + 1)
+        if not k:
+            continue
         q = tensors[i].quantization
-        if hi[i].size and q.max[0] > 0:
-            q.max = [float(np.clip(hi[i].min(), 0.0, q.max[0]))]
-        if lo[i].size and q.min[0] < 0:
-            q.min = [float(np.clip(lo[i].max(), q.min[0], 0.0))]
+        if q.max[0] > 0:
+            q.max = [float(np.clip(highs[k - 1], 0.0, q.max[0]))]
+        if q.min[0] < 0:
+            q.min = [float(np.clip(lows[k - 1], q.min[0], 0.0))]
     io_type = tf.int8 if int8_io else tf.float32
     return mlir_quantize(bytes(fbu.convert_object_to_bytearray(model)), False,
                          input_data_type=io_type, output_data_type=io_type)

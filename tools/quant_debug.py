@@ -13,9 +13,9 @@ layers in float: agreement 0.975 / 0.973 / 0.978 (all-int8 0.970-0.977).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
-import tempfile
 
 import numpy as np
 
@@ -28,20 +28,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import tensorflow as tf
 
-    from fastes.convert import _load, run_tflite, sketch_sets
+    from fastes.convert import _load, int8_setup, run_tflite, saved_model_converter, sketch_sets
 
     m = _load(args.model)
     xc, xv, _ = sketch_sets(int(m.inputs[0].shape[1]))
     ref = np.asarray(m.predict(xv, batch_size=128, verbose=0)).argmax(1)
-    saved = tempfile.mkdtemp()
-    m.export(saved, format="tf_saved_model", verbose=False)
+    stack = contextlib.ExitStack()  # each debugger gets its own converter (same export)
 
     def converter():
-        c = tf.lite.TFLiteConverter.from_saved_model(saved)
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = lambda: ([xc[i:i + 1]] for i in range(len(xc)))
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        return c
+        conv = stack.enter_context(saved_model_converter(m))
+        int8_setup(conv, xc)
+        conv.target_spec.supported_ops += [tf.lite.OpsSet.TFLITE_BUILTINS]  # denied layers stay float
+        return conv
 
     debug = tf.lite.experimental.QuantizationDebugger(
         converter=converter(), debug_dataset=lambda: ([xv[i:i + 1]] for i in range(0, len(xv), 6)))
@@ -66,6 +64,7 @@ def main(argv=None) -> int:
         content = d.get_nondebug_quantized_model()
         agree = float((run_tflite(content, xv).argmax(1) == ref).mean())
         print(f"{n} worst layers in float: agreement {agree:.3f}, {len(content) / 1e6:.1f} MB")
+    stack.close()
     return 0
 
 
