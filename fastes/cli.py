@@ -124,7 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("manifest", metavar="MANIFEST.csv")
     ev.add_argument("--model", "-m", action="append", required=True, metavar="PATH",
-                    help=".keras or .tflite model; repeat with --ensemble to average several")
+                    help=".keras or .tflite model, or a shipped model's name (default, vgg11_int8, "
+                    "capsnet_int8, resnet50_int8, ...); repeat with --ensemble to average several")
     ev.add_argument("--ensemble", action="store_true", help="average the probabilities of all --model files")
     ev.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     ev.add_argument("--report", metavar="DIR", help="write report.md with confusion and per-group charts")
@@ -381,12 +382,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import ManifestError
     from .evaluate import evaluate_manifest, summary_lines, write_report
     from .io import write_text_atomic
+    from .pipeline import model_path
     from .runtime import Ensemble, ModelError, load_classifier
 
     if len(args.model) > 1 and not args.ensemble:
         raise UsageError("several --model files need --ensemble")
     try:
-        members = [load_classifier(m, args.threads) for m in args.model]
+        members = [load_classifier(model_path(m), args.threads) for m in args.model]
     except ModelError as e:
         raise UsageError(str(e)) from None
     clf = members[0] if len(members) == 1 else Ensemble(members)

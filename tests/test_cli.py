@@ -104,3 +104,20 @@ def test_console_script_help():
     assert r.returncode == 0 and "--landmarks" in r.stdout and "usage error" in r.stdout
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "sketch" in r.stdout
+
+
+def test_evaluate_takes_shipped_model_names(tmp_path, sample_paths, capsys):
+    import json
+
+    from fastes.pipeline import shipped_models
+
+    if not shipped_models():
+        pytest.skip("no shipped model in models/")
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset\n" + "".join(f"{p},positive,london\n" for p in sample_paths[:2]))
+    rc = main(["evaluate", str(m), "--model", "default", "--json", str(tmp_path / "e.json"), "--no-progress"])
+    assert rc == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["n"] == 2 and e["detected"] == 2
+    assert main(["evaluate", str(m), "--model", "no_such_model", "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err
