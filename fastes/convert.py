@@ -8,8 +8,9 @@ Only TFLite builtin ops are allowed, so the lightweight LiteRT runtime runs ever
 range on the calibration set and clips it to a percentile of the values. Two reasons:
 TFLite's calibrator records the range of a residual branch's last convolution as that of
 the sum it feeds (ResNet50: 16 of 76 ranges 1.4-3.4x too wide, e.g. 41.3 where the values
-reach 12.1), and rare outliers stretch min/max (max / 99.99th percentile 1.3-2.1). Every conversion runs the Keras and the TFLite model on a
-held-out set and fails, writing nothing, when top-1 agreement is below a threshold.
+reach 12.1), and rare outliers stretch min/max (max / 99.99th percentile 1.3-2.1).
+Every conversion runs the Keras and the TFLite model on a held-out set and fails,
+writing nothing, when top-1 agreement is below a threshold.
 """
 from __future__ import annotations
 
