@@ -28,7 +28,7 @@ QUANTIZE = ("none", "fp16", "dynamic", "int8")
 # calibration sketches is in models/README.md). Drawn from posed and wild faces alike.
 N_CALIBRATION = 256
 # Percentile calibration is opt-in (``percentile=``): at 99.9995 it lifts ResNet50's int8
-# agreement from 0.965 to R50AG over the 5 subject-disjoint folds and from 0.972 to 0.983
+# agreement from 0.965 to 0.985 over the 5 subject-disjoint folds and from 0.972 to 0.983
 # on unseen wild faces (the exact min/max, 100, helps on the wild faces only); the VGG11s
 # and CapsNet, whose ranges were right, gain nothing measurable (models/README.md).
 
