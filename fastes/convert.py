@@ -45,17 +45,31 @@ def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, se
     Returns ``(x_calib, x_verify, y_verify)``.
     """
     from .sketch import render
+
+    posed, wild, wi, pi = shuffled_faces(seed)
+    ver = wi[:n_verify]
+    x_cal = render(calibration_landmarks(posed, wild, wi, pi, n_calib, n_verify), size)
+    return x_cal, render(wild.landmarks[ver], size), wild.labels[ver]
+
+
+def shuffled_faces(seed: int = 0):
+    """The posed and wild sets of the landmark cache and a seeded shuffle of each one's
+    found faces: ``(posed, wild, wild_order, posed_order)``. The first ``n_verify`` of
+    ``wild_order`` verify; calibration follows (:func:`calibration_landmarks`)."""
     from .train import load_faces
 
     posed = load_faces(progress=False)
     wild = load_faces(datasets=("wild",), progress=False)
     rng = np.random.default_rng(seed)
     wi = rng.permutation(np.flatnonzero(wild.found))
-    pi = rng.permutation(np.flatnonzero(posed.found))
-    ver = wi[:n_verify]
-    cal_w, cal_p = wi[n_verify:n_verify + n_calib // 2], pi[:n_calib - n_calib // 2]
-    x_cal = render(np.concatenate([wild.landmarks[cal_w], posed.landmarks[cal_p]]), size)
-    return x_cal, render(wild.landmarks[ver], size), wild.labels[ver]
+    return posed, wild, wi, rng.permutation(np.flatnonzero(posed.found))
+
+
+def calibration_landmarks(posed, wild, wi, pi, n_calib: int, n_verify: int) -> np.ndarray:
+    """``n_calib`` calibration faces: half wild (those after the verification faces),
+    half posed."""
+    return np.concatenate([wild.landmarks[wi[n_verify:n_verify + n_calib // 2]],
+                           posed.landmarks[pi[:n_calib - n_calib // 2]]])
 
 
 def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -131,10 +145,10 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "int8":
-            int8_setup(conv, calibration, int8_io)
+            calibration = int8_setup(conv, calibration, int8_io)
         try:
-            if percentile is not None:
-                content = _percentile_quantize(conv, np.asarray(calibration, np.float32), percentile, int8_io)
+            if percentile is not None:  # int8 only (checked above)
+                content = _percentile_quantize(conv, calibration, percentile, int8_io)
             else:
                 content = conv.convert()
         except ConversionError:
@@ -179,9 +193,9 @@ def saved_model_converter(model):
         yield conv
 
 
-def int8_setup(conv, calibration: np.ndarray, int8_io: bool = False) -> None:
+def int8_setup(conv, calibration: np.ndarray, int8_io: bool = False) -> np.ndarray:
     """Full-integer post-training quantization, calibrated on ``calibration`` one input
-    at a time."""
+    at a time; returns the calibration inputs as the float32 array it uses."""
     import tensorflow as tf
 
     cal = np.asarray(calibration, np.float32)
@@ -191,6 +205,7 @@ def int8_setup(conv, calibration: np.ndarray, int8_io: bool = False) -> None:
     if int8_io:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
+    return cal
 
 
 def _percentile_quantize(conv, calibration: np.ndarray, percentile: float, int8_io: bool) -> bytes:

@@ -25,16 +25,13 @@ def main(argv=None) -> int:
     ap.add_argument("--percentiles", type=float, nargs="+", default=[100, 99.9995, 99.999, 99.998, 99.995, 99.99])
     args = ap.parse_args(argv)
 
-    from fastes.convert import (_calibrate, _load, _quantize_at, int8_setup, run_tflite,
-                                saved_model_converter)
+    from fastes.convert import (_calibrate, _load, _quantize_at, calibration_landmarks, int8_setup,
+                                run_tflite, saved_model_converter, shuffled_faces)
     from fastes.sketch import render
-    from fastes.train import load_faces
 
     m = _load(args.model)
     size = int(m.inputs[0].shape[1])
-    posed, wild = load_faces(progress=False), load_faces(datasets=("wild",), progress=False)
-    rng = np.random.default_rng(0)  # the order of sketch_sets
-    wi, pi = rng.permutation(np.flatnonzero(wild.found)), rng.permutation(np.flatnonzero(posed.found))
+    posed, wild, wi, pi = shuffled_faces()  # the order of sketch_sets
     sets = {"verification": wi[:600], "selection": wi[600 + max(args.calibration) // 2:]}
     x = {k: render(wild.landmarks[v], size) for k, v in sets.items()}
     ref = {k: np.asarray(m.predict(v, batch_size=128, verbose=0)).argmax(1) for k, v in x.items()}
@@ -46,8 +43,7 @@ def main(argv=None) -> int:
               flush=True)
 
     for n in args.calibration:
-        cal = render(np.concatenate([wild.landmarks[wi[600:600 + n // 2]],
-                                     posed.landmarks[pi[:n - n // 2]]]), size)
+        cal = render(calibration_landmarks(posed, wild, wi, pi, n, 600), size)
         with saved_model_converter(m) as conv:
             int8_setup(conv, cal)
             report(f"n={n} TFLite min/max", conv.convert())
