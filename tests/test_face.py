@@ -7,6 +7,7 @@ import pytest
 
 import fastes
 from fastes.face import CROP, FaceFinder, predictor_path
+from fastes.io import to_grey
 
 
 def test_predictor_ships_with_the_install():
@@ -100,6 +101,16 @@ def test_crops_handle_boxes_past_the_edge(finder):
     assert crops.shape == (2, CROP, CROP)
     # replicated edge: the first crop's left part repeats column 0
     assert crops[0, :, 0].max() == 0
+
+
+def test_crops_from_colour_equal_crops_from_the_grey_frame(finder):
+    """Crops convert only their box to grey: the same pixels as cutting from a grey
+    frame, inside the image and past its edges, for BGR, RGB and BGRA."""
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 4), dtype=np.uint8), (0, 0), 2)
+    boxes = np.array([[-20, -10, 60, 60], [70, 50, 60, 60], [10, 10, 300, 300], [30, 20, 40, 40]])
+    for order, im in [("bgr", img[..., :3]), ("rgb", img[..., :3]), ("bgr", img)]:
+        np.testing.assert_array_equal(finder.crops(im, boxes, order), finder.crops(to_grey(im, order), boxes))
 
 
 def test_bad_parameters():

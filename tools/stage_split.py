@@ -18,6 +18,7 @@ import numpy as np
 
 from fastes import read_image
 from fastes.cli import sample_images
+from fastes.detect import HaarDetector
 from fastes.io import to_grey
 from fastes.pipeline import Pipeline
 from fastes.testing import frame_with_face
@@ -34,16 +35,17 @@ def main(argv=None) -> int:
     frame = frame_with_face(read_image(sample_images()[0]))
     pipe = Pipeline(args.model, args.detector)
     finder, clf = pipe.detector, pipe.classifier
-    stages = ("grey", "detect", "crops", "landmarks", "sketch + model", "result objects")
+    haar = isinstance(finder.detector, HaarDetector)
+    stages = ("grey (Haar only)", "detect", "crops", "landmarks", "sketch + model", "result objects")
     times = {s: [] for s in stages}
     total = []
     for i in range(args.n + 20):
         t = [time.perf_counter()]
-        grey = to_grey(frame)
+        src = to_grey(frame) if haar else frame  # as FaceFinder: grey frames for Haar only
         t.append(time.perf_counter())
-        boxes = finder.detect(frame)
+        boxes = finder.detect(src)
         t.append(time.perf_counter())
-        crops = finder.crops(grey, boxes)
+        crops = finder.crops(src, boxes)
         t.append(time.perf_counter())
         lms = finder.landmarks(crops)
         t.append(time.perf_counter())
