@@ -1,0 +1,71 @@
+"""Does the default front end cost accuracy on unseen faces? Cross-validated fold models
+trained on one detector's landmarks, tested on their held-out faces with another's.
+
+    python tools/cross_front_end.py RUN --workdir DIR [--train-detector haar] [--test-detector blazeface]
+
+``RUN`` and ``DIR`` as given to ``tools/experiments.py RUN --workdir DIR`` (which keeps
+each fold's weights): every fold's model is rebuilt from ``DIR/<run>/fold{f}.weights.h5``
+and predicts its held-out faces twice, from the landmarks of each front end (a face the
+front end misses counts as wrong, as everywhere). The folds are recomputed exactly as
+the run made them (same rows, same seed). Prints both accuracies per fold and overall,
+and the share of held-out faces whose label changes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="the run spec, e.g. vgg11:48:none:60:dropout=0.1:width=0.25")
+    ap.add_argument("--workdir", required=True, help="the --workdir of tools/experiments.py")
+    ap.add_argument("--train-detector", default="haar", help="front end the folds were trained on (default haar)")
+    ap.add_argument("--test-detector", default="blazeface", help="front end to test with (default blazeface)")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+    from experiments import parse_run
+
+    from fastes.data import subject_folds
+    from fastes.evaluate import MISSED, metrics
+    from fastes.train import load_faces, new_model, predict, render
+
+    cfg = parse_run(a.run)
+    tag = "" if a.train_detector == "haar" else f"@{a.train_detector}"
+    wd = Path(a.workdir) / (a.run.replace(":", "_") + tag)
+    if not (wd / "fold0.weights.h5").exists():
+        ap.error(f"no fold weights in {wd} (run tools/experiments.py {a.run} --workdir {a.workdir} first)")
+    sets = {d: load_faces(detector=d) for d in (a.train_detector, a.test_detector)}
+    ref = sets[a.train_detector]
+    for d, s in sets.items():  # the same rows in the same order, whatever the front end
+        if s.paths != ref.paths or not (s.labels == ref.labels).all():
+            raise SystemExit(f"{d}: rows differ from {a.train_detector}'s")
+    folds = subject_folds(ref.subjects, ref.labels, k=5, seed=0)
+    size = cfg.input_size()
+    pred = {d: np.full(len(ref), MISSED, np.int64) for d in sets}
+    for f in range(5):
+        model = new_model(cfg, progress=False)
+        model.load_weights(wd / f"fold{f}.weights.h5")
+        line = [f"fold {f}:"]
+        for d, s in sets.items():
+            te = (folds == f) & s.found
+            pred[d][te] = predict(model, render(s.landmarks[te], size)).argmax(1)
+            held = folds == f
+            line.append(f"{d} {(pred[d][held] == ref.labels[held]).mean():.3f}")
+        print(" ".join(line), flush=True)
+    both = (pred[a.train_detector] != MISSED) & (pred[a.test_detector] != MISSED)
+    for d in sets:
+        m = metrics(ref.labels, pred[d], ref.groups)
+        per = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(m["per_group"]["dataset"].items()))
+        print(f"{d} landmarks: accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f} ({per})")
+    changed = (pred[a.train_detector][both] != pred[a.test_detector][both]).mean()
+    print(f"label changed on {changed:.3f} of the {both.sum()} faces both front ends found")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
