@@ -13,6 +13,7 @@ and the share of held-out faces whose label changes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,7 +65,20 @@ def main(argv=None) -> int:
         print(f"{d} landmarks: accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f} ({per})")
     changed = (pred[a.train_detector][both] != pred[a.test_detector][both]).mean()
     print(f"label changed on {changed:.3f} of the {both.sum()} faces both front ends found")
+    right = {d: pred[d] == ref.labels for d in sets}
+    n_tr, n_te = int((right[a.train_detector] & ~right[a.test_detector]).sum()), int(
+        (right[a.test_detector] & ~right[a.train_detector]).sum())
+    print(f"right only with {a.train_detector}: {n_tr}, only with {a.test_detector}: {n_te} "
+          f"(exact sign test, two-sided p = {sign_test(n_tr, n_te):.3f})")
     return 0
+
+
+def sign_test(a: int, b: int) -> float:
+    """Two-sided exact binomial (McNemar) p-value of ``a`` vs ``b`` discordant pairs."""
+    n, k = a + b, min(a, b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 if __name__ == "__main__":
