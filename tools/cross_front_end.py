@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     folds = subject_folds(ref.subjects, ref.labels, k=5, seed=0)
     size = cfg.input_size()
     pred = {d: np.full(len(ref), MISSED, np.int64) for d in sets}
+    cfg.pretrain = "none"  # the same network; the fold's weights replace all of it
     for f in range(5):
         model = new_model(cfg, progress=False)
         model.load_weights(wd / f"fold{f}.weights.h5")
