@@ -144,7 +144,7 @@ def rgb_small_into(image: np.ndarray, out: np.ndarray, order: str = "bgr", lo: f
     ``out`` over long side of ``image``. Takes what :func:`to_grey` takes.
 
     Shrinking is the area average of OpenCV's ``INTER_AREA`` fused with the channel
-    swap and the scaling in one Numba pass, unrounded: ~2.4x faster than OpenCV's
+    swap and the scaling in one Numba pass, unrounded: ~2.3x faster than OpenCV's
     area resize + conversion for a 640x480 frame to 128x96 (benchmarks/
     test_bench_detect.py; OpenCV vectorizes area resizing only for a factor of 2).
     Enlarging is bilinear, as OpenCV's."""
