@@ -20,6 +20,7 @@ RATIOS = [
     ("video frames, detect every 5th + tracking vs every frame", "video_30_frames_detect_every_5", "video_30_frames_detect_every_1", (1, 1)),
     ("640x480 video frames, 2 worker threads vs 1", "video_30_frames_workers_2", "video_30_frames_workers_1", (1, 1)),
     ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
+    ("one face, sketch + default model, plain vs 8-copy test-time augmentation", "sketch_and_model_tta0", "sketch_and_model_tta8", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
       for n in ("vgg11_fast", "vgg11", "capsnet", "resnet50")],
 ]

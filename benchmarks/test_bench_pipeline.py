@@ -97,3 +97,16 @@ def test_sketch_and_model_batch(benchmark, record, pipe, landmarks_1000, n):
     lms = landmarks_1000[:n]
     benchmark(pipe.classifier, lms)
     record(f"sketch_and_model_batch_{n}", benchmark)
+
+
+@pytest.mark.parametrize("copies", [0, 8])
+def test_sketch_and_model_tta(benchmark, record, pipe, landmarks_1000, copies):
+    """One face's sketch + default model, plain and with test-time augmentation (8
+    augmented copies in one batch: ``Pipeline(tta=8)``, ``--tta 8``)."""
+    from fastes.runtime import Augmented
+
+    clf = Augmented(pipe.classifier, copies) if copies else pipe.classifier
+    lms = landmarks_1000[:1]
+    clf(lms)
+    benchmark(clf, lms)
+    record(f"sketch_and_model_tta{copies}", benchmark)

@@ -96,6 +96,9 @@ class Pipeline:
     (``"blazeface"``, the default; ``"blazeface-full"``, ``"blazeface-group"``, ``"haar"``)
     or a configured :class:`fastes.FaceFinder`. ``threads``: TFLite
     threads. ``order``: channel order of colour arrays (``"bgr"`` or ``"rgb"``).
+    ``tta`` N > 0 averages each face's probabilities over N augmented copies of its
+    landmarks (:class:`fastes.runtime.Augmented`: +2.5 points of subject-disjoint
+    accuracy for the default model with 8 copies, at ~7x its inference time).
 
     ``workers`` > 1 makes :meth:`run_batch` spread images over that many threads. Every
     heavy step releases the GIL (decoding and resizing in OpenCV, TFLite's invoke, the
@@ -109,14 +112,16 @@ class Pipeline:
     """
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | FaceFinder = DEFAULT_DETECTOR,
-                 threads: int = 1, order: str = "bgr", workers: int = 1):
-        from .runtime import Ensemble, load_classifier
+                 threads: int = 1, order: str = "bgr", workers: int = 1, tta: int = 0):
+        from .runtime import Augmented, Ensemble, load_classifier
 
         if order not in ("bgr", "rgb"):
             raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
         if not isinstance(workers, (int, np.integer)) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        self.workers = int(workers)
+        if not isinstance(tta, (int, np.integer)) or tta < 0:
+            raise ValueError(f"tta must be an integer >= 0, got {tta!r}")
+        self.workers, self.tta = int(workers), int(tta)
         self._model_name = str(model)
         self._pool = None
         if str(model) == "ensemble":
@@ -127,6 +132,8 @@ class Pipeline:
             self.classifier = members[0] if len(members) == 1 else Ensemble(members)
         else:
             self.classifier = load_classifier(model_path(str(model)), threads)
+        if self.tta:
+            self.classifier = Augmented(self.classifier, self.tta)
         self.detector = detector if isinstance(detector, FaceFinder) else FaceFinder(detector)
         self.order = order
 
@@ -221,7 +228,7 @@ class Pipeline:
         pipe = getattr(self._local, "pipe", None)
         if pipe is None:  # this thread's own interpreters; the landmark model is shared
             pipe = self._local.pipe = Pipeline(self._model_name, copy.deepcopy(self.detector), threads=1,
-                                               order=self.order)
+                                               order=self.order, tta=self.tta)
         return pipe._safe_run(image)
 
     def close(self) -> None:

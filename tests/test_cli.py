@@ -121,3 +121,8 @@ def test_evaluate_takes_shipped_model_names(tmp_path, sample_paths, capsys):
     assert e["n"] == 2 and e["detected"] == 2
     assert main(["evaluate", str(m), "--model", "no_such_model", "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
+    rc = main(["evaluate", str(m), "--model", "default", "--tta", "4", "--json", str(tmp_path / "t.json"),
+               "--no-progress"])
+    assert rc == 0 and json.loads((tmp_path / "t.json").read_text())["tta"] == 4
+    assert main(["evaluate", str(m), "--model", "default", "--tta", "-1", "--no-progress"]) == 2
+    assert "--tta" in capsys.readouterr().err

@@ -68,6 +68,22 @@ def test_workers_give_the_same_results_in_order(pipe, tmp_path):
         fastes.Pipeline(workers=0)
 
 
+def test_tta_pipeline_and_its_workers_agree():
+    """tta=N classifies through fastes.runtime.Augmented, in worker threads too (same seeds:
+    same probabilities); it changes the probabilities but not the boxes."""
+    items = sample_images()[:3]
+    plain = fastes.Pipeline()
+    with fastes.Pipeline(tta=4) as tta, fastes.Pipeline(tta=4, workers=2) as par:
+        assert tta.classifier.name.endswith("+tta4")
+        a, b = [tta.run(p) for p in items], list(par.run_batch(items))
+        for fa, fb, fp in zip(a, b, (plain.run(p) for p in items)):
+            assert [f.box for f in fa] == [f.box for f in fb] == [f.box for f in fp]
+            np.testing.assert_allclose([f.probs for f in fa], [f.probs for f in fb], atol=1e-6)
+            assert not np.allclose([f.probs for f in fa], [f.probs for f in fp], atol=1e-4)
+    with pytest.raises(ValueError, match="tta"):
+        fastes.Pipeline(tta=-1)
+
+
 def test_worker_threads_have_their_own_detectors_and_share_the_landmark_model():
     """Interpreters are not shared between threads: each worker deep-copies the
     configured detector (Haar here); the read-only landmark model is one object."""

@@ -61,3 +61,43 @@ def test_no_runtime_at_all_is_a_clear_error(monkeypatch):
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(ModelError, match="pip install ai-edge-litert"):
         interpreter_class()
+
+
+class _RowOneHot:
+    """A fake classifier: row i of each batch gets class i % 4 (shows the batch layout)."""
+
+    name, input_size = "fake", 48
+
+    def __init__(self):
+        self.batches = []
+
+    def predict_landmarks(self, lm):
+        self.batches.append(len(lm))
+        return np.eye(4, dtype=np.float32)[np.arange(len(lm)) % 4]
+
+
+def test_test_time_augmentation_averages_copies_per_face():
+    from fastes.runtime import Augmented
+
+    base = _RowOneHot()
+    tta = Augmented(base, copies=2)
+    lm = np.tile(np.linspace(60, 190, 68, dtype=np.float32)[:, None], (2, 1, 2))
+    p = tta(lm)
+    assert base.batches == [4]  # 2 copies of 2 faces in one batch, copy-major
+    np.testing.assert_allclose(p, [[0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5]])
+    assert tta(np.zeros((0, 68, 2), np.float32)).shape == (0, 4)
+    with pytest.raises(ValueError, match="copies"):
+        Augmented(base, copies=0)
+
+
+def test_test_time_augmentation_is_seeded_and_changes_inputs(sample_landmarks):
+    """Same landmarks, same probabilities; and the copies differ from the plain sketch."""
+    from fastes.pipeline import Pipeline
+    from fastes.runtime import Augmented
+
+    clf = Pipeline().classifier
+    tta = Augmented(clf, copies=8)
+    a, b = tta(sample_landmarks), tta(sample_landmarks)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a.sum(1), 1, atol=1e-3)
+    assert not np.allclose(a, clf(sample_landmarks), atol=1e-4)
