@@ -2,13 +2,16 @@
 trained on one detector's landmarks, tested on their held-out faces with another's.
 
     python tools/cross_front_end.py RUN --workdir DIR [--train-detector haar] [--test-detector blazeface]
+                                    [--tta N]
 
 ``RUN`` and ``DIR`` as given to ``tools/experiments.py RUN --workdir DIR`` (which keeps
 each fold's weights): every fold's model is rebuilt from ``DIR/<run>/fold{f}.weights.h5``
 and predicts its held-out faces twice, from the landmarks of each front end (a face the
 front end misses counts as wrong, as everywhere). The folds are recomputed exactly as
 the run made them (same rows, same seed). Prints both accuracies per fold and overall,
-and the share of held-out faces whose label changes.
+and the share of held-out faces whose label changes. ``--tta N`` also scores the
+training front end's landmarks through ``fastes.runtime.Augmented`` (test-time
+augmentation, N copies), the code ``--tta`` runs in ``fastes run`` / ``evaluate``.
 """
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", required=True, help="the --workdir of tools/experiments.py")
     ap.add_argument("--train-detector", default="haar", help="front end the folds were trained on (default haar)")
     ap.add_argument("--test-detector", default="blazeface", help="front end to test with (default blazeface)")
+    ap.add_argument("--tta", type=int, default=0, metavar="N", help="also score with N-copy test-time augmentation")
     a = ap.parse_args(argv)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
     from experiments import parse_run
 
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, metrics
+    from fastes.runtime import Augmented
     from fastes.train import load_faces, new_model, predict, render
 
     cfg = parse_run(a.run)
@@ -48,6 +53,7 @@ def main(argv=None) -> int:
     folds = subject_folds(ref.subjects, ref.labels, k=5, seed=0)
     size = cfg.input_size()
     pred = {d: np.full(len(ref), MISSED, np.int64) for d in sets}
+    pred_tta = np.full(len(ref), MISSED, np.int64)
     cfg.pretrain = "none"  # the same network; the fold's weights replace all of it
     for f in range(5):
         model = new_model(cfg, progress=False)
@@ -58,7 +64,16 @@ def main(argv=None) -> int:
             pred[d][te] = predict(model, render(s.landmarks[te], size)).argmax(1)
             held = folds == f
             line.append(f"{d} {(pred[d][held] == ref.labels[held]).mean():.3f}")
+        if a.tta:
+            te = (folds == f) & ref.found
+            pred_tta[te] = Augmented(_KerasFold(model, size), a.tta)(ref.landmarks[te]).argmax(1)
+            line.append(f"{a.train_detector}+tta{a.tta} {(pred_tta[held] == ref.labels[held]).mean():.3f}")
         print(" ".join(line), flush=True)
+    if a.tta:
+        m = metrics(ref.labels, pred_tta, ref.groups)
+        per = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(m["per_group"]["dataset"].items()))
+        print(f"{a.train_detector} landmarks, {a.tta}-copy TTA: accuracy {m['accuracy']:.3f}, "
+              f"macro F1 {m['macro_f1']:.3f} ({per})")
     both = (pred[a.train_detector] != MISSED) & (pred[a.test_detector] != MISSED)
     for d in sets:
         m = metrics(ref.labels, pred[d], ref.groups)
@@ -72,6 +87,20 @@ def main(argv=None) -> int:
     print(f"right only with {a.train_detector}: {n_tr}, only with {a.test_detector}: {n_te} "
           f"(exact sign test, two-sided p = {sign_test(n_tr, n_te):.3f})")
     return 0
+
+
+class _KerasFold:
+    """A fold's Keras model as a fastes classifier (what Augmented wraps)."""
+
+    name = "fold"
+
+    def __init__(self, model, size: int):
+        self.model, self.input_size = model, size
+
+    def predict_landmarks(self, landmarks):
+        from fastes.train import predict, render
+
+        return predict(self.model, render(landmarks, self.input_size))
 
 
 def sign_test(a: int, b: int) -> float:
