@@ -131,9 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", metavar="DIR", help="write report.md with confusion and per-group charts")
     ev.add_argument("--no-cache", action="store_true", help="run the front end afresh (no landmark cache)")
     ev.add_argument("--threads", type=int, default=None, help="TFLite threads (default 1)")
-    ev.add_argument("--tta", type=int, default=0, metavar="N", help="average each face's probabilities over N augmented copies of its landmarks (rotated, "
-                    "jittered, mirrored; 0 = off, the default). 8 copies: +2.5 points of subject-disjoint "
-                    "accuracy for the default model, ~7x its inference time (~5 ms per face)")
+    _tta_arg(ev)
     _detector_args(ev)
     ev.add_argument("--no-progress", action="store_true")
 
@@ -168,9 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes, points and labels")
     rn.add_argument("--resume", action="store_true", help="keep the rows of an existing --out and skip their inputs")
     rn.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
-    rn.add_argument("--tta", type=int, default=0, metavar="N", help="average each face's probabilities over N augmented copies of its landmarks (rotated, "
-                    "jittered, mirrored; 0 = off, the default). 8 copies: +2.5 points of subject-disjoint "
-                    "accuracy for the default model, ~7x its inference time (~5 ms per face)")
+    _tta_arg(rn)
     rn.add_argument("--workers", "-j", type=int, default=1, metavar="N",
                     help="worker threads (default 1); each runs the whole per-image path, so N cores "
                     "give up to N times the images/s (2 threads measured 1.75-2.2x one here)")
@@ -237,6 +233,21 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-size", type=int, default=160, metavar="PX",
                    help="haar only: long side of the grey copy the cascade searches (default 160); "
                    "raise it for small faces in large images")
+
+
+def _tta_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", type=int, default=0, metavar="N",
+                   help="average each face's probabilities over N augmented copies of its landmarks "
+                   "(rotated, jittered, mirrored; 0 = off, the default). 8 copies: +2.5 points of "
+                   "subject-disjoint accuracy for the default model, ~7x its inference time (~5 ms per face)")
+
+
+def _tta(args: argparse.Namespace) -> int:
+    """The ``--tta`` copies (0 where the command has no such option; usage error if < 0)."""
+    n = getattr(args, "tta", 0)
+    if n < 0:
+        raise UsageError("--tta must be >= 0")
+    return n
 
 
 def _finder(args: argparse.Namespace):
@@ -394,15 +405,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if len(args.model) > 1 and not args.ensemble:
         raise UsageError("several --model files need --ensemble")
-    if args.tta < 0:
-        raise UsageError("--tta must be >= 0")
+    tta = _tta(args)
     try:
         members = [load_classifier(model_path(m), args.threads) for m in args.model]
     except ModelError as e:
         raise UsageError(str(e)) from None
     clf = members[0] if len(members) == 1 else Ensemble(members)
-    if args.tta:
-        clf = Augmented(clf, args.tta)
+    if tta:
+        clf = Augmented(clf, tta)
     t0 = time.perf_counter()
     try:
         m, _, _ = evaluate_manifest(args.manifest, clf, cache=not args.no_cache, progress=not args.no_progress,
@@ -411,7 +421,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     m["model"] = [str(p) for p in args.model]
     m["detector"] = args.detector
-    m["tta"] = args.tta
+    m["tta"] = tta
     m["seconds"] = time.perf_counter() - t0
     print("\n".join(summary_lines(m)))
     if args.json:
@@ -578,11 +588,8 @@ def _process(args, items: list[tuple[Path, Path]], webcam: int | None = None) ->
         raise UsageError("--smooth must be in [0, 1)")
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
-    if getattr(args, "tta", 0) < 0:
-        raise UsageError("--tta must be >= 0")
     try:
-        pipe = Pipeline(args.model, _finder(args), threads=args.threads, workers=args.workers,
-                        tta=getattr(args, "tta", 0))
+        pipe = Pipeline(args.model, _finder(args), threads=args.threads, workers=args.workers, tta=_tta(args))
     except ModelError as e:
         raise UsageError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -209,11 +209,11 @@ class FaceFinder:
         ``thumbs=True`` also keeps the crops' thumbnails, which :meth:`track` compares to
         tell when a face has left (video); single images do not need them."""
         image = as_uint8(image, order)  # validated and converted once
-        haar = isinstance(self.detector, HaarDetector)  # Haar wants the whole frame grey
-        grey = to_grey(image, order) if haar else image
-        boxes = self.detect(grey, order)
+        # Haar searches the whole frame grey: convert it once, for detection and crops alike
+        src = to_grey(image, order) if isinstance(self.detector, HaarDetector) else image
+        boxes = self.detect(src, order)
         if len(boxes) == 0:
             return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32),
                          np.zeros((0, THUMB, THUMB), np.float32) if thumbs else None)
-        crops = self.crops(grey, boxes, order)
+        crops = self.crops(src, boxes, order)
         return Faces(boxes, self.landmarks(crops), _thumbs(crops) if thumbs else None)
