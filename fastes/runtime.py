@@ -160,6 +160,14 @@ class KerasClassifier(Classifier):
         self.path, self.name = path, path.stem
         self.input_size = _sketch_io(path, tuple(self.model.input_shape), tuple(self.model.output_shape))
 
+    @classmethod
+    def from_model(cls, model, name: str = "keras") -> "KerasClassifier":
+        """Wrap a Keras model already in memory (e.g. a cross-validation fold's)."""
+        self = cls.__new__(cls)
+        self.model, self.path, self.name = model, None, name
+        self.input_size = _sketch_io(name, tuple(model.input_shape), tuple(model.output_shape))
+        return self
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0))
 
@@ -194,7 +202,7 @@ class Augmented(Classifier):
         self.input_size = base.input_size
 
     def predict_landmarks(self, landmarks):
-        from .train import augment
+        from .sketch import augment
 
         lm = np.asarray(landmarks, np.float32)
         if len(lm) == 0:

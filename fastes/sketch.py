@@ -30,7 +30,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["remap", "sketch", "render", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
+__all__ = ["remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
 
 CANVAS = 250  # the paper's sketch size; `size` scales everything from here
 THICKNESS = 7
@@ -766,6 +766,41 @@ def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None) ->
                 except ValueError:
                     pass
     return (out[..., None] > 0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- augmentation
+# Landmark-level augmentation lives beside the drawing because both training
+# (fastes.train) and test-time augmentation (fastes.runtime.Augmented) use it.
+# Index of each point's mirror image in the iBUG 68-point scheme.
+MIRROR = np.array(
+    list(range(16, -1, -1))                      # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap
+    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]     # nose
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes swap
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]     # outer mouth
+    + [64, 63, 62, 61, 60, 67, 66, 65]                     # inner mouth
+)
+
+
+def augment(landmarks: np.ndarray, rng: np.random.Generator, rotate: float = 8.0,
+            jitter: float = 1.5, mirror: bool = True) -> np.ndarray:
+    """Randomly rotated (degrees, uniform ±``rotate``), jittered (Gaussian, px) and
+    mirrored (p = 0.5) copies of ``(N, 68, 2)`` crop-space landmarks."""
+    lm = np.array(landmarks, dtype=np.float64)
+    n = len(lm)
+    if mirror:
+        flip = rng.random(n) < 0.5
+        lm[flip] = lm[flip][:, MIRROR]
+        lm[flip, :, 0] = 249.0 - lm[flip, :, 0]
+    if rotate:
+        a = np.deg2rad(rng.uniform(-rotate, rotate, n))
+        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
+        centre = lm.mean(1, keepdims=True)
+        d = lm - centre
+        lm = centre + np.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
+    if jitter:
+        lm += rng.normal(0.0, jitter, lm.shape)
+    return lm.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- references

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import CLASSES
 from .io import atomic_write as _atomic
-from .sketch import render  # noqa: F401  (re-exported: it used to live here)
+# Re-exported: they used to live here.
+from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
@@ -26,17 +27,6 @@ __all__ = [
 ]
 
 POSED = ("jaffe", "ckplus", "fei", "london")
-
-# Index of each point's mirror image in the iBUG 68-point scheme.
-MIRROR = np.array(
-    list(range(16, -1, -1))                      # jaw
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows swap
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]     # nose
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes swap
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]     # outer mouth
-    + [64, 63, 62, 61, 60, 67, 66, 65]                     # inner mouth
-)
-
 
 @dataclass
 class FaceSet:
@@ -98,27 +88,6 @@ def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None,
 
 
 # --------------------------------------------------------------------------- inputs
-def augment(landmarks: np.ndarray, rng: np.random.Generator, rotate: float = 8.0,
-            jitter: float = 1.5, mirror: bool = True) -> np.ndarray:
-    """Randomly rotated (degrees, uniform ±``rotate``), jittered (Gaussian, px) and
-    mirrored (p = 0.5) copies of ``(N, 68, 2)`` crop-space landmarks."""
-    lm = np.array(landmarks, dtype=np.float64)
-    n = len(lm)
-    if mirror:
-        flip = rng.random(n) < 0.5
-        lm[flip] = lm[flip][:, MIRROR]
-        lm[flip, :, 0] = 249.0 - lm[flip, :, 0]
-    if rotate:
-        a = np.deg2rad(rng.uniform(-rotate, rotate, n))
-        c, s = np.cos(a)[:, None], np.sin(a)[:, None]
-        centre = lm.mean(1, keepdims=True)
-        d = lm - centre
-        lm = centre + np.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
-    if jitter:
-        lm += rng.normal(0.0, jitter, lm.shape)
-    return lm.astype(np.float32)
-
-
 def load_mnist(root=None) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 MNIST test digits (``mnist/`` beside ``faces/`` in the shared data)."""
     from .data import data_root

@@ -44,6 +44,23 @@ def test_batches_resize_the_input(tmp_path):
         assert p.shape == (n, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+def test_keras_model_in_memory_matches_its_saved_file(tmp_path, sample_landmarks):
+    keras = pytest.importorskip("keras")
+    from fastes.runtime import KerasClassifier
+
+    inp = keras.Input((16, 16, 1))
+    x = keras.layers.Flatten()(inp)
+    m = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x))
+    m.save(tmp_path / "m.keras")
+    mem, disk = KerasClassifier.from_model(m, "fold0"), load_classifier(tmp_path / "m.keras")
+    assert mem.name == "fold0" and mem.input_size == disk.input_size == 16
+    lm = np.stack([sample_landmarks, sample_landmarks + 3])
+    assert np.allclose(mem.predict_landmarks(lm), disk.predict_landmarks(lm), atol=1e-6)
+    bad = keras.Model(inp, keras.layers.Dense(3)(x))
+    with pytest.raises(ModelError, match=r"fold1: expected input"):
+        KerasClassifier.from_model(bad, "fold1")
+
+
 def test_falls_back_to_tensorflow_lite(monkeypatch):
     pytest.importorskip("tensorflow")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)

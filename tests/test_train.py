@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastes import sketch
-from fastes.train import MIRROR, augment, render
+from fastes.sketch import MIRROR, augment, render
 
 pytest.importorskip("keras")
 

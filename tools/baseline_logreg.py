@@ -13,7 +13,7 @@ Features: the 34 drawn points (brows, eyes, outer mouth) after `fastes.remap`, o
 as wrong in `accuracy`; `accuracy_detected` leaves those rows out.
 
 ``--augmented`` also fits each fold on 8 augmented copies of its training faces, with
-the networks' augmentation (``fastes.train.augment``) and variants of it: how much of
+the networks' augmentation (``fastes.sketch.augment``) and variants of it: how much of
 the floor's lead over the networks comes from training on plain landmarks.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _remapped(samples, detector: str):
     return found, r, lms
 
 
-AUGMENTATIONS = {  # name -> fastes.train.augment settings
+AUGMENTATIONS = {  # name -> fastes.sketch.augment settings
     "networks' (rotate 8, jitter 1.5, mirror)": {},
     "mirror only": {"rotate": 0.0, "jitter": 0.0},
     "no mirror": {"mirror": False},
@@ -67,7 +67,7 @@ AUGMENTATIONS = {  # name -> fastes.train.augment settings
 
 def augmented_accuracy(lms, found, y, folds, idx, settings: dict, copies: int = 8) -> float:
     """Accuracy (missed faces wrong) of the regression fitted on augmented copies."""
-    from fastes.train import augment
+    from fastes.sketch import augment
 
     correct = np.zeros(len(y), dtype=bool)
     for f in range(5):

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, metrics
-    from fastes.runtime import Augmented
+    from fastes.runtime import Augmented, KerasClassifier
     from fastes.train import load_faces, new_model, predict, render
 
     cfg = parse_run(a.run)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             line.append(f"{d} {(pred[d][held] == ref.labels[held]).mean():.3f}")
         if a.tta:
             te = (folds == f) & ref.found
-            pred_tta[te] = Augmented(_KerasFold(model, size), a.tta)(ref.landmarks[te]).argmax(1)
+            pred_tta[te] = Augmented(KerasClassifier.from_model(model, f"fold{f}"), a.tta)(ref.landmarks[te]).argmax(1)
             line.append(f"{a.train_detector}+tta{a.tta} {(pred_tta[held] == ref.labels[held]).mean():.3f}")
         print(" ".join(line), flush=True)
     if a.tta:
@@ -87,20 +87,6 @@ def main(argv=None) -> int:
     print(f"right only with {a.train_detector}: {n_tr}, only with {a.test_detector}: {n_te} "
           f"(exact sign test, two-sided p = {sign_test(n_tr, n_te):.3f})")
     return 0
-
-
-class _KerasFold:
-    """A fold's Keras model as a fastes classifier (what Augmented wraps)."""
-
-    name = "fold"
-
-    def __init__(self, model, size: int):
-        self.model, self.input_size = model, size
-
-    def predict_landmarks(self, landmarks):
-        from fastes.train import predict, render
-
-        return predict(self.model, render(landmarks, self.input_size))
 
 
 def sign_test(a: int, b: int) -> float:
