@@ -32,7 +32,13 @@ DRAWN = np.concatenate([np.arange(a, b + 1) for a, b, _ in PARTS])
 
 
 def fit_predict(xtr, ytr, xte, l2=1e-4, steps=3000, lr=0.5):
-    """Softmax regression by full-batch gradient descent (small data: this is enough)."""
+    """Class of each row of ``xte`` (see :func:`fit_proba`)."""
+    return fit_proba(xtr, ytr, xte, l2, steps, lr).argmax(1)
+
+
+def fit_proba(xtr, ytr, xte, l2=1e-4, steps=3000, lr=0.5):
+    """Softmax regression by full-batch gradient descent (small data: this is enough);
+    class probabilities of the rows of ``xte``."""
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     k = len(CLASSES)
@@ -47,7 +53,9 @@ def fit_predict(xtr, ytr, xte, l2=1e-4, steps=3000, lr=0.5):
         g = (p - onehot) / len(xtr)
         w -= lr * (xtr.T @ g + l2 * w)
         b -= lr * g.sum(0)
-    return (xte @ w + b).argmax(1)
+    z = xte @ w + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
 
 
 def _remapped(samples, detector: str):
