@@ -138,6 +138,24 @@ def test_train_resumes_after_an_interruption(tiny_run, monkeypatch):
     assert not (tiny_run / "res" / "checkpoint.json").exists()
 
 
+@pytest.mark.parametrize("net,epochs", [("vgg11", 60), ("capsnet", 40), ("resnet50", 20)])
+def test_train_defaults_to_each_nets_recipe(tiny_run, monkeypatch, net, epochs):
+    import fastes.train as ft
+    from fastes.cli import main
+
+    seen = {}
+
+    def record(data, cfg, out, **kw):  # stop before any training
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "train", record)
+    args = ["train", "--net", net, "--manifest", str(tiny_run / "m.csv"), "--datasets", "london",
+            "--out", str(tiny_run / f"default_{net}"), "--no-progress"]
+    assert main(args) == 130 and seen["cfg"].epochs == epochs
+    assert main(args + ["--epochs", "3"]) == 130 and seen["cfg"].epochs == 3
+
+
 def test_evaluate_keras_json_and_report(tiny_run):
     from fastes.cli import main
 
