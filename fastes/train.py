@@ -191,8 +191,11 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
     """A network pre-trained on MNIST digits (10 classes) or on wild-set sketches."""
     from .nets import build
 
+    import keras
+
     size = cfg.input_size()
     kw = _net_kw(cfg, routings=3)
+    keras.utils.set_random_seed(cfg.seed)  # the pre-trained net's initial weights too
     if cfg.pretrain == "mnist":
         x, y = load_mnist()
         x = mnist_inputs(x[:9000], size)  # the last 1,000 digits stay out (validation)
@@ -216,8 +219,13 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
 def new_model(cfg: TrainConfig, progress: bool = True, wild: FaceSet | None = None, pre=None):
     """A network ready for fine-tuning: fresh, or with pre-trained weights transferred
     (from ``pre`` when given, else pre-trained here as ``cfg.pretrain`` says)."""
+    import keras
+
     from .nets import build, transfer
 
+    # Seeded here, not only in fit(): the initial weights are drawn when the model is
+    # built, and an unseeded build made `fastes train` differ from run to run.
+    keras.utils.set_random_seed(cfg.seed)
     model = build(cfg.net, cfg.input_size(), **_net_kw(cfg))
     if pre is None and cfg.pretrain != "none":
         pre = _pretrained(cfg, progress, wild)

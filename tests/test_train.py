@@ -156,6 +156,24 @@ def test_train_defaults_to_each_nets_recipe(tiny_run, monkeypatch, net, epochs):
     assert main(args + ["--epochs", "3"]) == 130 and seen["cfg"].epochs == 3
 
 
+def test_training_is_reproducible_from_the_seed(tiny_run):
+    """Two runs of the same command give the same weights (the initial weights too: they
+    were once drawn unseeded, and each run differed)."""
+    keras = pytest.importorskip("keras")
+    from fastes.cli import main
+
+    args = ["train", "--net", "vgg11", "--size", "32", "--epochs", "2", "--manifest", str(tiny_run / "m.csv"),
+            "--datasets", "london", "--no-progress"]
+    keras.utils.set_random_seed(123)  # whatever state the process is in before
+    assert main(args + ["--out", str(tiny_run / "again")]) == 0
+    a = keras.saving.load_model(tiny_run / "run" / "model.keras", compile=False).get_weights()
+    b = keras.saving.load_model(tiny_run / "again" / "model.keras", compile=False).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert main(args + ["--seed", "1", "--out", str(tiny_run / "seed1")]) == 0
+    c = keras.saving.load_model(tiny_run / "seed1" / "model.keras", compile=False).get_weights()
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
 def test_evaluate_keras_json_and_report(tiny_run):
     from fastes.cli import main
 
