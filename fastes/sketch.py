@@ -30,7 +30,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "CANVAS"]
+__all__ = [
+    "remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "CANVAS",
+]
 
 CANVAS = 250  # the paper's sketch size; `size` scales everything from here
 THICKNESS = 7

@@ -112,7 +112,7 @@ def mnist_inputs(x: np.ndarray, size: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- training
 # Epochs of each net's shipped recipe (``fastes train``'s default): measured on the 2-core
-# CPU, VGG11 618 s, CapsNet 577 s, ResNet50 1,817 s (models/README.md).
+# CPU, VGG11 618 s, CapsNet 577 s, ResNet50 1,633 s alone (models/README.md).
 DEFAULT_EPOCHS = {"vgg11": 60, "capsnet": 40, "resnet50": 20}
 
 
@@ -189,9 +189,9 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
 
 def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
     """A network pre-trained on MNIST digits (10 classes) or on wild-set sketches."""
-    from .nets import build
-
     import keras
+
+    from .nets import build
 
     size = cfg.input_size()
     kw = _net_kw(cfg, routings=3)
