@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
-    "TrainConfig", "train", "cross_validate",
+    "TrainConfig", "train", "cross_validate", "fold_model",
 ]
 
 POSED = ("jaffe", "ckplus", "fei", "london")
@@ -354,8 +354,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
             from .convert import N_CALIBRATION, convert, run_tflite
 
             if model is None:
-                model = new_model(cfg, pre=pre)
-                model.load_weights(wd / f"fold{f}.weights.h5")
+                model = fold_model(cfg, wd, f)
             rng = np.random.default_rng(f)
             calib = rng.permutation(np.flatnonzero(tr.found))[:N_CALIBRATION]
             res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size),
@@ -366,6 +365,14 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     if quantize:
         out.update(probs_tflite=probs_q, agreement=agreement)
     return out
+
+
+def fold_model(cfg: TrainConfig, workdir, fold: int):
+    """Fold ``fold``'s network as ``cross_validate(..., workdir=workdir)`` kept it (the
+    stored weights replace all of it, so no pre-training is redone)."""
+    model = new_model(replace(cfg, pretrain="none"), progress=False)
+    model.load_weights(Path(workdir) / f"fold{fold}.weights.h5")
+    return model
 
 
 def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, metrics
     from fastes.runtime import Augmented, KerasClassifier
-    from fastes.train import load_faces, new_model, predict, render
+    from fastes.train import fold_model, load_faces, predict, render
 
     cfg = parse_run(a.run)
     tag = "" if a.train_detector == "haar" else f"@{a.train_detector}"
@@ -54,10 +54,8 @@ def main(argv=None) -> int:
     size = cfg.input_size()
     pred = {d: np.full(len(ref), MISSED, np.int64) for d in sets}
     pred_tta = np.full(len(ref), MISSED, np.int64)
-    cfg.pretrain = "none"  # the same network; the fold's weights replace all of it
     for f in range(5):
-        model = new_model(cfg, progress=False)
-        model.load_weights(wd / f"fold{f}.weights.h5")
+        model = fold_model(cfg, wd, f)
         line = [f"fold {f}:"]
         for d, s in sets.items():
             te = (folds == f) & s.found

@@ -30,25 +30,23 @@ def member_probs(spec: str, workdir: Path, faces, folds: np.ndarray, tta: int) -
     from experiments import parse_run
 
     from fastes.runtime import Augmented, KerasClassifier
-    from fastes.train import new_model
+    from fastes.train import fold_model
 
     wd = workdir / spec.replace(":", "_")
     if not (wd / "fold4.npz").exists():
         raise SystemExit(f"{wd}: no finished folds (run tools/experiments.py {spec} --workdir {workdir})")
-    probs = np.full((len(faces), 4), np.nan, np.float32)
     cache = wd / f"heldout_tta{tta}.npy"
     if tta and cache.exists():
         return np.load(cache)
     cfg = parse_run(spec)
-    cfg.pretrain = "none"  # the same network; the fold's weights replace all of it
+    probs = np.full((len(faces), 4), np.nan, np.float32)
     for f in range(5):
         te = (folds == f) & faces.found
-        if not tta:
+        if tta:
+            clf = KerasClassifier.from_model(fold_model(cfg, wd, f), f"fold{f}")
+            probs[te] = Augmented(clf, tta)(faces.landmarks[te])
+        else:
             probs[te] = np.load(wd / f"fold{f}.npz")["probs"]
-            continue
-        model = new_model(cfg, progress=False)
-        model.load_weights(wd / f"fold{f}.weights.h5")
-        probs[te] = Augmented(KerasClassifier.from_model(model, f"fold{f}"), tta)(faces.landmarks[te])
     if tta:
         np.save(cache, probs)
     return probs
