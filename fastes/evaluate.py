@@ -83,6 +83,12 @@ def metrics(y_true, y_pred, groups: dict | None = None, n_classes: int = len(CLA
     return out
 
 
+def group_accuracies(m: dict, column: str, with_n: bool = False) -> str:
+    """One line of ``value accuracy`` pairs for a group column of :func:`metrics` output."""
+    vals = m["per_group"].get(column, {})
+    return ", ".join(f"{v} {d['accuracy']:.3f}" + (f" (n={d['n']})" if with_n else "") for v, d in vals.items())
+
+
 def summary_lines(m: dict) -> list[str]:
     """A short human-readable summary of :func:`metrics` output."""
     lines = [
@@ -93,8 +99,8 @@ def summary_lines(m: dict) -> list[str]:
     ]
     for c, row in zip(CLASSES, m["confusion"]):
         lines.append(f"  {c:>9} " + " ".join(f"{v:>8d}" for v in row))
-    for col, vals in m["per_group"].items():
-        lines.append(f"{col}: " + ", ".join(f"{v} {d['accuracy']:.3f} (n={d['n']})" for v, d in vals.items()))
+    for col in m["per_group"]:
+        lines.append(f"{col}: " + group_accuracies(m, col, with_n=True))
     return lines
 
 

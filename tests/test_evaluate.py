@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastes.evaluate import group_value, metrics
+from fastes.evaluate import group_accuracies, group_value, metrics
 
 
 def test_metrics_hand_computed():
@@ -29,6 +29,9 @@ def test_metrics_per_group_counts_missed_as_wrong():
     assert set(m["per_group"]["age"]) == {"20-29", "40-49", "unknown"}
     assert m["per_group"]["age"]["20-29"]["accuracy"] == 0.5
     assert "gender" not in m["per_group"]  # no values at all: left out
+    assert group_accuracies(m, "dataset") == "a 0.500, b 0.500"
+    assert group_accuracies(m, "dataset", with_n=True) == "a 0.500 (n=2), b 0.500 (n=2)"
+    assert group_accuracies(m, "gender") == ""
 
 
 def test_macro_average_counts_classes_predicted_but_absent():

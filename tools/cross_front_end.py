@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from experiments import parse_run
 
     from fastes.data import subject_folds
-    from fastes.evaluate import MISSED, metrics
+    from fastes.evaluate import MISSED, group_accuracies, metrics
     from fastes.runtime import Augmented, KerasClassifier
     from fastes.train import fold_model, load_faces, predict, render
 
@@ -69,13 +69,13 @@ def main(argv=None) -> int:
         print(" ".join(line), flush=True)
     if a.tta:
         m = metrics(ref.labels, pred_tta, ref.groups)
-        per = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(m["per_group"]["dataset"].items()))
+        per = group_accuracies(m, "dataset")
         print(f"{a.train_detector} landmarks, {a.tta}-copy TTA: accuracy {m['accuracy']:.3f}, "
               f"macro F1 {m['macro_f1']:.3f} ({per})")
     both = (pred[a.train_detector] != MISSED) & (pred[a.test_detector] != MISSED)
     for d in sets:
         m = metrics(ref.labels, pred[d], ref.groups)
-        per = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(m["per_group"]["dataset"].items()))
+        per = group_accuracies(m, "dataset")
         print(f"{d} landmarks: accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f} ({per})")
     changed = (pred[a.train_detector][both] != pred[a.test_detector][both]).mean()
     print(f"label changed on {changed:.3f} of the {both.sum()} faces both front ends found")

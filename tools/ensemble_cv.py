@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
     from fastes.data import subject_folds
-    from fastes.evaluate import MISSED, metrics
+    from fastes.evaluate import MISSED, group_accuracies, metrics
     from fastes.train import load_faces
 
     faces = load_faces()
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     def line(names, m):
         g = m["per_group"]
         eth = {k: v["accuracy"] for k, v in g["ethnicity"].items() if v["n"] >= 20}
-        ds = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(g["dataset"].items()))
+        ds = group_accuracies(m, "dataset")
         return (f"{m['accuracy']:.3f}  F1 {m['macro_f1']:.3f}  groups {min(eth.values()):.3f}-"
                 f"{max(eth.values()):.3f}  ({ds})  {' + '.join(names)}")
 

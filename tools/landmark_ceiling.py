@@ -33,7 +33,7 @@ from baseline_logreg import DRAWN  # noqa: E402  (tools/ is on the path when run
 
 from fastes import remap  # noqa: E402
 from fastes.data import subject_folds  # noqa: E402
-from fastes.evaluate import MISSED, metrics  # noqa: E402
+from fastes.evaluate import MISSED, group_accuracies, metrics  # noqa: E402
 from fastes.train import load_faces  # noqa: E402
 
 def main() -> int:
@@ -74,7 +74,7 @@ def main() -> int:
             pred[te] = mk().fit(X[tr], y[tr]).predict(X[te])
         m = metrics(y, pred, faces.groups)
         g = m["per_group"]
-        ds = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sorted(g["dataset"].items()))
+        ds = group_accuracies(m, "dataset")
         print(f"{name:48s} {m['accuracy']:.3f}  F1 {m['macro_f1']:.3f}  black subjects "
               f"{g['ethnicity']['black']['accuracy']:.3f}  ({ds})  {time.time() - t0:.0f} s", flush=True)
     return 0
