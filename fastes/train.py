@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -187,32 +188,37 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     return trainer, history
 
 
-def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None):
-    """A network pre-trained on MNIST digits (10 classes) or on wild-set sketches."""
+def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, cache: Path | None = None):
+    """A network pre-trained on MNIST digits (10 classes) or on wild-set sketches.
+    ``cache``: a ``.weights.h5`` file that keeps the result (read if present, else written)."""
     import keras
 
     from .nets import build
 
+    if cfg.pretrain not in ("mnist", "wild"):
+        raise ValueError(f"unknown pre-training {cfg.pretrain!r} (none, mnist, wild)")
     size = cfg.input_size()
-    kw = _net_kw(cfg, routings=3)
     keras.utils.set_random_seed(cfg.seed)  # the pre-trained net's initial weights too
+    model = build(cfg.net, size, n_classes=10 if cfg.pretrain == "mnist" else 4, **_net_kw(cfg, routings=3))
+    if cache is not None and cache.exists():
+        model.load_weights(cache)
+        return model
     if cfg.pretrain == "mnist":
         x, y = load_mnist()
         x = mnist_inputs(x[:9000], size)  # the last 1,000 digits stay out (validation)
-        y = y[:9000]
-        model = build(cfg.net, size, n_classes=10, **kw)
-        fit(model, lambda ep: x, y, cfg, cfg.pretrain_epochs, n_classes=10, progress=progress,
+        fit(model, lambda ep: x, y[:9000], cfg, cfg.pretrain_epochs, n_classes=10, progress=progress,
             desc="pretrain mnist")
-    elif cfg.pretrain == "wild":
+    else:
         wild = wild or load_faces(datasets=("wild",), progress=progress)
         ok = wild.found
         lms, y = wild.landmarks[ok], wild.labels[ok]
         rng = np.random.default_rng(cfg.seed + 17)
-        model = build(cfg.net, size, n_classes=4, **kw)
         fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size), y, cfg, cfg.pretrain_epochs,
             progress=progress, desc="pretrain wild")
-    else:
-        raise ValueError(f"unknown pre-training {cfg.pretrain!r} (none, mnist, wild)")
+    if cache is not None:  # Keras wants the .weights.h5 suffix: write beside, then rename
+        tmp = cache.with_name("partial-" + cache.name)
+        model.save_weights(tmp)
+        os.replace(tmp, cache)
     return model
 
 
@@ -314,7 +320,8 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     (calibrated on its own training sketches) and run on its held-out fold:
     ``probs_tflite`` and per-fold ``agreement`` measure what quantization costs
     (``convert_kw``: more arguments of :func:`fastes.convert.convert`). ``workdir`` keeps
-    each finished fold (weights and results) so that an interrupted run resumes there."""
+    each finished fold (weights and results) and the pre-trained weights, so that an
+    interrupted run resumes there."""
     from .data import subject_folds
 
     folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
@@ -322,12 +329,13 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     probs = np.full((len(data), len(CLASSES)), np.nan, np.float32)
     seconds, train_acc, agreement = [], [], []
     probs_q = np.full_like(probs, np.nan) if quantize else None
-    pre = None
-    if cfg.pretrain != "none":  # pre-train once; every fold starts from these weights
-        pre = _pretrained(cfg, progress, wild)
     wd = Path(workdir) if workdir else None
     if wd:
         wd.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in (range(k) if test_folds is None else test_folds) if not (wd and (wd / f"fold{f}.npz").exists())]
+    pre = None
+    if cfg.pretrain != "none" and todo:  # pre-train once (kept in the workdir); every fold starts from it
+        pre = _pretrained(cfg, progress, wild, cache=wd / "pretrained.weights.h5" if wd else None)
     for f in (range(k) if test_folds is None else test_folds):
         tr = data.subset(folds != f)
         te = (folds == f) & data.found

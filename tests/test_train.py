@@ -284,6 +284,26 @@ def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
     assert len(again["agreement"]) == 2 and np.isfinite(again["probs_tflite"][data.found]).all()
 
 
+def test_cross_validation_keeps_its_pretraining_in_the_workdir(tiny_run, monkeypatch):
+    import fastes.train as ft
+    from fastes.train import TrainConfig, cross_validate, load_faces
+
+    data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    cfg = TrainConfig(net="vgg11", size=32, epochs=1, width=0.25, pretrain="wild", pretrain_epochs=1)
+    wd = tiny_run / "cvwork_pre"
+    first = cross_validate(data, cfg, k=2, progress=False, wild=data, workdir=wd)
+    assert (wd / "pretrained.weights.h5").exists() and not list(wd.glob("partial-*"))
+    (wd / "fold1.npz").unlink()  # as if killed during fold 1
+    calls, real = [], ft.fit
+    monkeypatch.setattr(ft, "fit", lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))
+    again = cross_validate(data, cfg, k=2, progress=False, wild=data, workdir=wd)
+    assert calls == ["vgg11 fold 2/2"]  # neither the pre-training nor fold 0 redone
+    np.testing.assert_array_equal(again["probs"], first["probs"])  # same pre-trained start, same seed
+    calls.clear()
+    cross_validate(data, cfg, k=2, progress=False, wild=data, workdir=wd)
+    assert calls == []
+
+
 def test_convert_refuses_on_disagreement(tiny_run, monkeypatch):
     import fastes.convert as fc
 

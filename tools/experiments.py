@@ -53,7 +53,7 @@ def main(argv=None) -> int:
                     help="also convert each fold's model to int8 TFLite and evaluate it on its held-out fold")
     ap.add_argument("--percentile", type=float,
                     help="with --int8: percentile calibration (e.g. 99.999; see fastes.convert)")
-    ap.add_argument("--workdir", help="keep each finished fold here (weights, results): a killed run resumes")
+    ap.add_argument("--workdir", help="keep each finished fold (weights, results) and the pre-trained weights here: a killed run resumes")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
