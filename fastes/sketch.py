@@ -31,7 +31,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
-    "remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "CANVAS",
+    "remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "INNER_MOUTH",
+    "CANVAS",
 ]
 
 CANVAS = 250  # the paper's sketch size; `size` scales everything from here
@@ -50,6 +51,18 @@ PARTS = (
     (48, 59, True),  # outer mouth
 )
 _PARTS = np.array([(a, b, int(c)) for a, b, c in PARTS], dtype=np.int64)
+# Not drawn by the paper: the inner lip contour, which tells a closed mouth with full lips
+# from an open one (an experiment's option, TrainConfig.inner_mouth; models/README, session 9).
+INNER_MOUTH = (60, 67, True)
+
+
+def _parts_array(parts) -> np.ndarray:
+    if parts is PARTS:
+        return _PARTS
+    arr = np.array([(a, b, int(c)) for a, b, c in parts], dtype=np.int64).reshape(-1, 3)
+    if len(arr) == 0 or (arr[:, 0] < 0).any() or (arr[:, 1] > 67).any() or (arr[:, 1] <= arr[:, 0]).any():
+        raise ValueError("parts must be (first, last, closed) triples with 0 <= first < last <= 67")
+    return arr
 
 # Per-point vertical shift after remapping.
 _SHIFT_Y = np.zeros(68, dtype=np.float64)
@@ -713,6 +726,7 @@ def sketch(
     *,
     out: np.ndarray | None = None,
     parallel: bool | None = None,
+    parts: tuple = PARTS,
 ) -> np.ndarray:
     """Draw emotion sketches from 68-point landmarks in 250x250 crop coordinates.
 
@@ -726,13 +740,15 @@ def sketch(
 
     ``out`` may be a preallocated C-contiguous uint8 array of the result's shape.
     ``parallel`` forces the threaded batch path on or off (default: on for batches of
-    at least ``PARALLEL_MIN_BATCH`` faces).
+    at least ``PARALLEL_MIN_BATCH`` faces). ``parts``: the ``(first, last, closed)``
+    polylines to draw (default the paper's :data:`PARTS`).
 
     A batch with any degenerate face raises :class:`DegenerateFaceError` (a
     ``ValueError`` whose ``face_index`` is the first bad face) and draws nothing;
     check faces beforehand with ``remap`` in a try block if you need to skip them.
     """
     lms, single = _as_batch(landmarks)
+    part_table = _parts_array(parts)
     scale, r, margin = _scale_and_radius(size, thickness)
     shape = (lms.shape[0], size, size)
     if out is None:
@@ -748,23 +764,23 @@ def sketch(
     kernel = _sketch_parallel if parallel else _sketch_serial
     index, runs, reach = _stamps(r)
     stream = target.nbytes > STREAM_MIN_BYTES
-    kernel(lms, _SHIFT_Y, _PARTS, scale, np.int64(r), np.int64(margin), index, runs, np.int64(reach), stream, target)
+    kernel(lms, _SHIFT_Y, part_table, scale, np.int64(r), np.int64(margin), index, runs, np.int64(reach), stream, target)
     return target[0] if single else out
 
 
-def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None) -> np.ndarray:
+def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None, parts: tuple = PARTS) -> np.ndarray:
     """Network input ``(N, size, size, 1)`` float32 in {0, 1}; rows without a face (or
-    with degenerate landmarks) are left blank."""
+    with degenerate landmarks) are left blank. ``parts`` as for :func:`sketch`."""
     n = len(landmarks)
     out = np.zeros((n, size, size), np.uint8)
     ok = np.ones(n, bool) if found is None else np.asarray(found, bool).copy()
     if ok.any():
         try:
-            out[ok] = sketch(landmarks[ok], size=size)
+            out[ok] = sketch(landmarks[ok], size=size, parts=parts)
         except ValueError:  # a degenerate face: draw one by one, leave the bad ones blank
             for i in np.flatnonzero(ok):
                 try:
-                    out[i] = sketch(landmarks[i], size=size)
+                    out[i] = sketch(landmarks[i], size=size, parts=parts)
                 except ValueError:
                     pass
     return (out[..., None] > 0).astype(np.float32)
@@ -819,7 +835,8 @@ def remap_reference(landmarks: np.ndarray) -> np.ndarray:
 
 
 
-def sketch_reference(landmarks: np.ndarray, size: int = CANVAS, thickness: int = THICKNESS) -> np.ndarray:
+def sketch_reference(landmarks: np.ndarray, size: int = CANVAS, thickness: int = THICKNESS,
+                     parts: tuple = PARTS) -> np.ndarray:
     """OpenCV twin of :func:`sketch` for one face: ``cv2.polylines`` at ``thickness``."""
     import cv2
 
@@ -827,6 +844,6 @@ def sketch_reference(landmarks: np.ndarray, size: int = CANVAS, thickness: int =
     pts = np.floor(remap_reference(landmarks) * scale + 0.5).astype(np.int32)
     img = np.zeros((size, size), dtype=np.uint8)
     t = max(1, int(round(thickness * scale)))
-    for a, b, closed in PARTS:
+    for a, b, closed in parts:
         cv2.polylines(img, [pts[a : b + 1]], closed, 255, t, cv2.LINE_8)
     return img

@@ -135,9 +135,16 @@ class TrainConfig:
     rotate: float = 8.0             # augmentation: degrees (uniform +-), point jitter (px,
     jitter: float = 1.5             # Gaussian, crop space), mirror with p = 0.5
     mirror: bool = True
+    # Experiments only (tools/experiments.py ...:inner_mouth=1): also draw the inner lips.
+    # Not the paper's sketch, and the runtime draws the paper's: never ship such a model.
+    inner_mouth: bool = False
 
     def augmentation(self) -> dict:
         return {"rotate": self.rotate, "jitter": self.jitter, "mirror": self.mirror}
+
+    def parts(self) -> tuple:
+        from .sketch import INNER_MOUTH, PARTS
+        return PARTS + (INNER_MOUTH,) if self.inner_mouth else PARTS
 
     def input_size(self) -> int:
         from .nets import DEFAULT_SIZE
@@ -213,8 +220,8 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, c
         ok = wild.found
         lms, y = wild.landmarks[ok], wild.labels[ok]
         rng = np.random.default_rng(cfg.seed + 17)
-        fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size), y, cfg, cfg.pretrain_epochs,
-            progress=progress, desc="pretrain wild")
+        fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size, parts=cfg.parts()), y, cfg,
+            cfg.pretrain_epochs, progress=progress, desc="pretrain wild")
     if cache is not None:  # Keras wants the .weights.h5 suffix: write beside, then rename
         tmp = cache.with_name("partial-" + cache.name)
         model.save_weights(tmp)
@@ -246,12 +253,13 @@ def inputs_fn(data: FaceSet, cfg: TrainConfig):
     size = cfg.input_size()
     ok = data.found
     lms = data.landmarks[ok]
-    fixed = render(lms, size)
+    fixed = render(lms, size, parts=cfg.parts())
 
     def f(ep: int) -> np.ndarray:
         if not cfg.augment:
             return fixed
-        return render(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation()), size)
+        return render(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation()), size,
+                      parts=cfg.parts())
     return f
 
 
@@ -339,7 +347,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     for f in (range(k) if test_folds is None else test_folds):
         tr = data.subset(folds != f)
         te = (folds == f) & data.found
-        x_te = render(data.landmarks[te], size)
+        x_te = render(data.landmarks[te], size, parts=cfg.parts())
         done = wd / f"fold{f}.npz" if wd else None
         if done and done.exists():  # trained before: its results, and its weights for int8
             z = np.load(done)
@@ -365,7 +373,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
                 model = fold_model(cfg, wd, f)
             rng = np.random.default_rng(f)
             calib = rng.permutation(np.flatnonzero(tr.found))[:N_CALIBRATION]
-            res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size),
+            res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size, parts=cfg.parts()),
                           verify=x_te, labels=data.labels[te], min_agreement=0.0, **(convert_kw or {}))
             probs_q[te] = run_tflite(res["bytes"], x_te)
             agreement.append(res["agreement"])

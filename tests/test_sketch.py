@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fastes
-from fastes.sketch import PARTS, DegenerateFaceError, remap_reference, sketch_reference
+from fastes.sketch import INNER_MOUTH, PARTS, DegenerateFaceError, remap_reference, render, sketch_reference
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,6 +94,22 @@ def test_sketch_matches_cv2_polylines_on_shared_data(real_landmarks, size):
     # The rasterizer follows OpenCV's rules for thick (and, at 48 px, thin) lines,
     # so nearly every sketch is the reference pixel for pixel.
     assert np.mean([i == 1.0 for i in ious]) >= 0.95
+
+
+def test_sketch_draws_the_parts_it_is_given(sample_landmarks):
+    with_inner = PARTS + (INNER_MOUTH,)
+    for lm in sample_landmarks:
+        plain, more = fastes.sketch(lm), fastes.sketch(lm, parts=with_inner)
+        assert iou(more, sketch_reference(lm, parts=with_inner)) >= 0.97
+        assert (more >= plain).all() and (more > plain).any()  # the inner lips add ink, remove none
+        mouth = fastes.sketch(lm, parts=(PARTS[-1],))
+        assert plain[:100].any() and not mouth[:100].any() and mouth.any()  # only the mouth: no brows
+    np.testing.assert_array_equal(fastes.sketch(sample_landmarks[0], parts=tuple(PARTS)), fastes.sketch(sample_landmarks[0]))
+    batch = render(sample_landmarks, 48, parts=with_inner)
+    assert batch.shape == (len(sample_landmarks), 48, 48, 1) and batch.sum() > render(sample_landmarks, 48).sum()
+    for bad in ((), ((48, 48, True),), ((60, 68, True),), ((-1, 5, False),)):
+        with pytest.raises(ValueError, match="parts"):
+            fastes.sketch(sample_landmarks[0], parts=bad)
 
 
 def test_sketch_is_the_papers_drawing():

@@ -284,6 +284,16 @@ def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
     assert len(again["agreement"]) == 2 and np.isfinite(again["probs_tflite"][data.found]).all()
 
 
+def test_inner_mouth_experiment_draws_the_inner_lips(tiny_run):
+    from fastes.train import TrainConfig, inputs_fn, load_faces
+
+    data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    paper = inputs_fn(data, TrainConfig(size=48, augment=False))(0)
+    inner = inputs_fn(data, TrainConfig(size=48, augment=False, inner_mouth=True))(0)
+    np.testing.assert_array_equal(paper, render(data.landmarks[data.found], 48))  # default: the paper's sketch
+    assert (inner >= paper).all() and (inner > paper).any(axis=(1, 2, 3)).all()  # more ink on every face
+
+
 def test_cross_validation_keeps_its_pretraining_in_the_workdir(tiny_run, monkeypatch):
     import fastes.train as ft
     from fastes.train import TrainConfig, cross_validate, load_faces
