@@ -143,6 +143,44 @@ def main(argv=None) -> int:
             print(f"  subject {s}: {right[ms].sum()}/{ms.sum()} right (regression {lr_right[ms].sum()}), "
                   f"median shift {np.nanmedian(shift[ms]):.1f} px")
 
+    # The mouth: the sketch draws the outer lip contour only, 70 px above where the paper's
+    # normalization puts it. Full lips make a closed mouth's outline tall, like an open one's.
+    from fastes import remap
+    r = np.full((len(faces), 68, 2), np.nan)
+    r[faces.found] = remap(faces.landmarks[faces.found])
+    outer = r[:, 48:60, 1]
+    height = outer.max(1) - outer.min(1)
+    opening = np.linalg.norm(r[:, 66] - r[:, 62], axis=1)  # inner lips apart
+    off = outer.max(1) + 4.5 > 250  # the 9-px line's lower edge leaves the 250-px canvas
+    print("\nthe drawn mouth per ethnicity (>= 20 images): share running off the canvas, median outer "
+          "height, inner opening, outer height - opening (lips), px of the 250-px sketch")
+    for v in sorted(set(eth.tolist())) if eth is not None else []:
+        m = (eth == v) & ok
+        if m.sum() >= 20 and v not in ("", "unknown"):
+            print(f"  {v:12s} {m.sum():4d}  off canvas {off[m].mean():.2f}  height {np.median(height[m]):3.0f}  "
+                  f"opening {np.median(opening[m]):4.1f}  lips {np.median(height[m] - opening[m]):3.0f}")
+    if eth is not None:
+        ds = faces.groups["dataset"]
+        print("  london, same classes: n, network accuracy, median outer height, opening")
+        for c in range(len(CLASSES)):
+            for v in ("black", "white"):
+                m = (eth == v) & ok & (faces.labels == c) & (ds == "london")
+                if m.any():
+                    print(f"    {CLASSES[c]:9s} {v:6s} {m.sum():3d}  {right[m].mean():.3f}  "
+                          f"{np.median(height[m]):3.0f}  {np.median(opening[m]):4.1f}")
+    from baseline_logreg import fit_predict
+    x = np.nan_to_num(r)
+    print("  68-point regression on point subsets (same folds): all faces / black subjects")
+    for name, idx in (("34 drawn points", DRAWN), ("+ inner lips (60-67)", np.r_[DRAWN, 60:68]),
+                      ("+ jaw (0-16)", np.r_[DRAWN, 0:17]), ("all 68", np.arange(68))):
+        p = np.full(len(faces), MISSED)
+        xs = x[:, idx].reshape(len(faces), -1)
+        for f in range(5):
+            tr, te = faces.found & (folds != f), faces.found & (folds == f)
+            p[te] = fit_predict(xs[tr], faces.labels[tr], xs[te])
+        rr = p == faces.labels
+        print(f"    {name:22s} {rr.mean():.3f} / {rr[eth == 'black'].mean() if eth is not None else float('nan'):.3f}")
+
     if a.gallery:
         sets = set(a.gallery_datasets.split(","))
         ds = faces.groups["dataset"]
