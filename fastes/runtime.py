@@ -137,7 +137,13 @@ class TFLiteClassifier(TFLiteModel, Classifier):
         self.path, self.name = path, path.stem
         self.input_size = _sketch_io(path, tuple(self._in["shape"]), tuple(self._out["shape"]))
 
-    predict = TFLiteModel.predict
+    def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Class probabilities, each row summing to 1: an int8 model's outputs sit on a
+        1/256 grid, whose rounding leaves a row's sum up to ~0.008 off (argmax unchanged)."""
+        p = TFLiteModel.predict(self, x, batch)
+        total = p.sum(1, keepdims=True)
+        return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+
     __call__ = Classifier.predict_landmarks
 
 

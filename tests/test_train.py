@@ -202,7 +202,7 @@ def test_convert_int8_io_and_run_with_litert(tiny_run):
     clf = load_classifier(out)
     assert clf.input_size == 32 and clf._in["dtype"] == np.int8
     p = clf.predict(cal[:5])
-    assert p.shape == (5, 4) and np.allclose(p.sum(1), 1, atol=0.05)
+    assert p.shape == (5, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
     # same numbers through the evaluate command as for the Keras model
     rc = main(["evaluate", str(tiny_run / "m.csv"), "--model", str(out), "--json", str(tiny_run / "t.json"),
                "--no-progress"])
