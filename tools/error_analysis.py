@@ -47,8 +47,9 @@ def drawn_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def gallery(faces, rows, pred, probs, path: Path, size: int = 125, cols: int = 8) -> None:
-    """A grid of sketches, one per row index in ``rows``, captioned truth > predicted."""
+def gallery(faces, rows, pred, probs, path: Path, parts: tuple, size: int = 125, cols: int = 8) -> None:
+    """A grid of sketches (drawn with ``parts``, as the run drew them), one per row index
+    in ``rows``, captioned truth > predicted."""
     import cv2
 
     from fastes import CLASSES, sketch
@@ -59,7 +60,7 @@ def gallery(faces, rows, pred, probs, path: Path, size: int = 125, cols: int = 8
     img = np.full((n_rows * (size + cap), cols * size), 255, np.uint8)
     for k, i in enumerate(rows):
         y, x = (k // cols) * (size + cap), (k % cols) * size
-        tile = 255 - sketch(faces.landmarks[i], size=size)
+        tile = 255 - sketch(faces.landmarks[i], size=size, parts=parts)
         cv2.rectangle(tile, (0, 0), (size - 1, size - 1), 200, 1)
         img[y:y + size, x:x + size] = tile
         eth = faces.groups.get("ethnicity", np.array([""] * len(faces)))[i]
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
     spec, workdir = a.run.rsplit("@", 1)
 
     from ensemble_cv import logreg_probs, member_probs
+    from experiments import parse_run
 
     from fastes import CLASSES
     from fastes.data import subject_folds
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
         ds = faces.groups["dataset"]
         rows = [i for i in np.flatnonzero(ok & ~right) if ds[i] in sets]
         rows.sort(key=lambda i: (faces.labels[i], pred[i]))
-        gallery(faces, rows, pred, probs, a.gallery)
+        gallery(faces, rows, pred, probs, a.gallery, parse_run(spec).parts())
         print(f"\n{len(rows)} wrong faces of {', '.join(sorted(sets))} drawn to {a.gallery}")
     return 0
 
