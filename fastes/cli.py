@@ -836,7 +836,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import numpy as np
 
     try:
-        from .convert import ConversionError, convert
+        from .convert import ConversionError, convert, percentile_problem
         import tensorflow  # noqa: F401
     except ImportError:
         raise UsageError("conversion needs TensorFlow: pip install 'fastes[train]'") from None
@@ -844,8 +844,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError("--out must end in .tflite")
     if not 0 <= args.min_agreement <= 1:
         raise UsageError("--min-agreement must be between 0 and 1")
-    if args.percentile is not None and (args.quantize != "int8" or not 50 < args.percentile <= 100):
-        raise UsageError("--percentile needs --quantize int8 and a value in (50, 100], e.g. 99.999")
+    if problem := percentile_problem(args.quantize, args.percentile):
+        raise UsageError(problem)
     cal = ver = None
     if args.calibration:
         try:

@@ -95,6 +95,14 @@ def _load(model):
         raise ConversionError(f"{p}: not a loadable Keras model ({type(e).__name__}: {e})") from None
 
 
+def percentile_problem(quantize: str, percentile: float | None) -> str | None:
+    """Why ``percentile`` calibration cannot go with ``quantize`` (None when it can);
+    checked by :func:`convert` and, before any work, by ``fastes convert``."""
+    if percentile is not None and (quantize != "int8" or not 50 < percentile <= 100):
+        return "--percentile needs --quantize int8 and a value in (50, 100], e.g. 99.999"
+    return None
+
+
 def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
             calibration: np.ndarray | None = None, verify: np.ndarray | None = None,
             labels: np.ndarray | None = None, min_agreement: float = 0.98,
@@ -116,8 +124,8 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
         raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if int8_io and quantize != "int8":
         raise ConversionError("int8 input/output needs --quantize int8")
-    if percentile is not None and (quantize != "int8" or not 50 < percentile <= 100):
-        raise ConversionError("percentile calibration needs --quantize int8 and a percentile in (50, 100]")
+    if problem := percentile_problem(quantize, percentile):
+        raise ConversionError(problem)
     m = _load(model)
     if len(m.inputs) != 1 or len(m.outputs) != 1:
         raise ConversionError(f"expected a model with one input and one output, got {len(m.inputs)} "

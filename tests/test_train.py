@@ -245,7 +245,7 @@ def test_percentile_calibration_narrows_ranges_and_at_100_keeps_a_plain_nets_ran
     assert sum(b[k][0] < 0.95 * a[k][0] for k in common) >= 3
 
 
-def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run):
+def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run, capsys):
     from fastes.cli import main
     from fastes.convert import ConversionError, convert
     from fastes.runtime import load_classifier
@@ -261,7 +261,9 @@ def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run):
     for p, q in ((99.9, "dynamic"), (30.0, "int8"), (101.0, "int8")):
         with pytest.raises(ConversionError, match="percentile"):
             convert(tiny_run / "run" / "model.keras", quantize=q, percentile=p, calibration=cal, verify=cal)
+    capsys.readouterr()
     assert main(["convert", str(tiny_run / "run" / "model.keras"), "--out", str(out), "--percentile", "40"]) == 2
+    assert "--percentile needs --quantize int8" in capsys.readouterr().err  # a usage error, before any work
 
 
 def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
