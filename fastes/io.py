@@ -238,7 +238,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` then rename the temp file over ``path``: readers never see
     a half-written file, and a failure leaves the old file (or none) in place."""
     p = Path(path)
-    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")  # same suffix: savers check it
+    ext = "".join(p.suffixes)  # all of them: savers check it (Keras wants ".weights.h5")
+    tmp = p.with_name(f".{p.name[:len(p.name) - len(ext)]}.{os.getpid()}.tmp{ext}")
     try:
         write(str(tmp))
         os.replace(tmp, p)

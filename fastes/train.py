@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -222,10 +221,8 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, c
         rng = np.random.default_rng(cfg.seed + 17)
         fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size, parts=cfg.parts()), y, cfg,
             cfg.pretrain_epochs, progress=progress, desc="pretrain wild")
-    if cache is not None:  # Keras wants the .weights.h5 suffix: write beside, then rename
-        tmp = cache.with_name("partial-" + cache.name)
-        model.save_weights(tmp)
-        os.replace(tmp, cache)
+    if cache is not None:
+        _atomic(cache, model.save_weights)
     return model
 
 

@@ -115,3 +115,12 @@ def test_write_png_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
         write_png_atomic(tmp_path / "b.png", np.zeros((4, 4), np.uint8))
     assert not (tmp_path / "b.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # temp file removed
+
+
+def test_atomic_write_keeps_every_suffix_for_savers_that_check_it(tmp_path):
+    from fastes.io import atomic_write
+
+    seen = []
+    atomic_write(tmp_path / "pretrained.weights.h5", lambda t: (seen.append(t), open(t, "w").close()))
+    assert seen[0].endswith(".weights.h5") and seen[0] != str(tmp_path / "pretrained.weights.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrained.weights.h5"]
