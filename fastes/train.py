@@ -337,11 +337,12 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     wd = Path(workdir) if workdir else None
     if wd:
         wd.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in (range(k) if test_folds is None else test_folds) if not (wd and (wd / f"fold{f}.npz").exists())]
+    held_out = list(range(k) if test_folds is None else test_folds)
+    todo = [f for f in held_out if not (wd and (wd / f"fold{f}.npz").exists())]
     pre = None
     if cfg.pretrain != "none" and todo:  # pre-train once (kept in the workdir); every fold starts from it
         pre = _pretrained(cfg, progress, wild, cache=wd / "pretrained.weights.h5" if wd else None)
-    for f in (range(k) if test_folds is None else test_folds):
+    for f in held_out:
         tr = data.subset(folds != f)
         te = (folds == f) & data.found
         x_te = render(data.landmarks[te], size, parts=cfg.parts())
