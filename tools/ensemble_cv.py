@@ -52,13 +52,16 @@ def member_probs(spec: str, workdir: Path, faces, folds: np.ndarray, tta: int) -
     return probs
 
 
-def logreg_probs(faces, folds: np.ndarray) -> np.ndarray:
+def logreg_probs(faces, folds: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """(N, 4) held-out probabilities of the softmax regression on the remapped landmarks
+    (all 68, or ``points``); NaN where no face was found."""
     from baseline_logreg import fit_proba
 
     from fastes import remap
 
-    x = np.zeros((len(faces), 136))
-    x[faces.found] = remap(faces.landmarks[faces.found]).reshape(-1, 136)
+    idx = np.arange(68) if points is None else np.asarray(points)
+    x = np.zeros((len(faces), 2 * len(idx)))
+    x[faces.found] = remap(faces.landmarks[faces.found])[:, idx].reshape(-1, 2 * len(idx))
     probs = np.full((len(faces), 4), np.nan, np.float32)
     for f in range(5):
         tr, te = faces.found & (folds != f), faces.found & (folds == f)

@@ -98,8 +98,11 @@ def main(argv=None) -> int:
     ok = ~np.isnan(probs[:, 0])
     pred = np.where(ok, np.nan_to_num(probs).argmax(1), MISSED)
     right = pred == faces.labels
-    lr_right = np.nan_to_num(logreg_probs(faces, folds)).argmax(1) == faces.labels
-    lr_right &= ok
+    def regression_right(points=None) -> np.ndarray:
+        p = logreg_probs(faces, folds, points)
+        return ~np.isnan(p[:, 0]) & (np.nan_to_num(p).argmax(1) == faces.labels)
+
+    lr_right = regression_right()
     both = faces.found & other.found
     shift = np.full(len(faces), np.nan)
     shift[both] = drawn_shift(faces.landmarks[both], other.landmarks[both])
@@ -170,17 +173,10 @@ def main(argv=None) -> int:
                 if m.any():
                     print(f"    {CLASSES[c]:9s} {v:6s} {m.sum():3d}  {right[m].mean():.3f}  "
                           f"{np.median(height[m]):3.0f}  {np.median(opening[m]):4.1f}")
-    from baseline_logreg import fit_predict
-    x = np.nan_to_num(r)
-    print("  68-point regression on point subsets (same folds): all faces / black subjects")
-    for name, idx in (("34 drawn points", DRAWN), ("+ inner lips (60-67)", np.r_[DRAWN, 60:68]),
-                      ("+ jaw (0-16)", np.r_[DRAWN, 0:17]), ("all 68", np.arange(68))):
-        p = np.full(len(faces), MISSED)
-        xs = x[:, idx].reshape(len(faces), -1)
-        for f in range(5):
-            tr, te = faces.found & (folds != f), faces.found & (folds == f)
-            p[te] = fit_predict(xs[tr], faces.labels[tr], xs[te])
-        rr = p == faces.labels
+    print("  the regression on point subsets (same folds): all faces / black subjects")
+    for name, rr in (("34 drawn points", regression_right(DRAWN)),
+                     ("+ inner lips (60-67)", regression_right(np.r_[DRAWN, 60:68])),
+                     ("+ jaw (0-16)", regression_right(np.r_[DRAWN, 0:17])), ("all 68", lr_right)):
         print(f"    {name:22s} {rr.mean():.3f} / {rr[eth == 'black'].mean() if eth is not None else float('nan'):.3f}")
 
     if a.gallery:
