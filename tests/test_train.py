@@ -267,14 +267,21 @@ def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run, capsys):
 
 
 def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
+    import h5py
+
     import fastes.train as ft
-    from fastes.train import TrainConfig, cross_validate, load_faces
+    from fastes.train import TrainConfig, cross_validate, fold_model, load_faces
 
     data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
     cfg = TrainConfig(net="vgg11", size=32, epochs=1, width=0.25)
     wd = tiny_run / "cvwork"
     first = cross_validate(data, cfg, k=2, progress=False, workdir=wd)
     assert sorted(p.name for p in wd.iterdir()) == ["fold0.npz", "fold0.weights.h5", "fold1.npz", "fold1.weights.h5"]
+    with h5py.File(wd / "fold0.weights.h5") as h:
+        assert "optimizer" not in h  # the weights only: Keras would add AdamW's moments (2x more)
+    te = (first["folds"] == 0) & data.found  # the stored weights are the fold's network
+    np.testing.assert_allclose(fold_model(cfg, wd, 0).predict(render(data.landmarks[te], 32), verbose=0),
+                               first["probs"][te], atol=1e-6)
 
     def no_training(*a, **k):
         raise AssertionError("a finished fold was trained again")
