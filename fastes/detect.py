@@ -183,15 +183,33 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression (highest score first).
-    ``boxes`` are x, y, w, h."""
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while len(order):
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        order = rest[box_iou(boxes[i], boxes[rest]) < iou]
-    return np.asarray(keep, dtype=np.int64)
+    """Indices kept by greedy non-maximum suppression (highest score first, ties in
+    input order). ``boxes`` are x, y, w, h."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return _greedy_nms(np.asarray(boxes, np.float64).reshape(-1, 4), order, float(iou))
+
+
+@njit(nogil=True, cache=True)
+def _greedy_nms(boxes, order, iou):
+    """The boxes kept when visiting ``order`` (best first): a box is kept unless a kept
+    box overlaps it by ``iou`` or more. One kernel for :func:`nms` and :func:`_decode`."""
+    keep = np.empty(order.shape[0], np.int64)
+    m = 0
+    for t in order:
+        ok = True
+        for q in range(m):
+            j = keep[q]
+            iw = min(boxes[t, 0] + boxes[t, 2], boxes[j, 0] + boxes[j, 2]) - max(boxes[t, 0], boxes[j, 0])
+            ih = min(boxes[t, 1] + boxes[t, 3], boxes[j, 1] + boxes[j, 3]) - max(boxes[t, 1], boxes[j, 1])
+            inter = max(iw, 0.0) * max(ih, 0.0)
+            union = boxes[t, 2] * boxes[t, 3] + boxes[j, 2] * boxes[j, 3] - inter
+            if inter / max(union, 1e-9) >= iou:
+                ok = False
+                break
+        if ok:
+            keep[m] = t
+            m += 1
+    return keep[:m]
 
 
 class BlazeFace:
@@ -323,22 +341,8 @@ def _decode(raw, reg, anchors, logit_min, n, ox, oy, s, iou):
             order[q + 1] = order[q]
             q -= 1
         order[q + 1] = u
-    keep = np.empty(k, np.int64)
-    m = 0
-    for t in order:
-        ok = True
-        for q in range(m):
-            j = keep[q]
-            iw = min(boxes[t, 0] + boxes[t, 2], boxes[j, 0] + boxes[j, 2]) - max(boxes[t, 0], boxes[j, 0])
-            ih = min(boxes[t, 1] + boxes[t, 3], boxes[j, 1] + boxes[j, 3]) - max(boxes[t, 1], boxes[j, 1])
-            inter = max(iw, 0.0) * max(ih, 0.0)
-            union = boxes[t, 2] * boxes[t, 3] + boxes[j, 2] * boxes[j, 3] - inter
-            if inter / max(union, 1e-9) >= iou:
-                ok = False
-                break
-        if ok:
-            keep[m] = t
-            m += 1
+    keep = _greedy_nms(boxes, order, iou)
+    m = keep.shape[0]
     out_boxes = np.empty((m, 4), np.float32)
     out_scores = np.empty(m, np.float32)
     out_kps = np.empty((m, 6, 2), np.float32)
