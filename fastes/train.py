@@ -137,6 +137,9 @@ class TrainConfig:
     # Experiments only (tools/experiments.py ...:inner_mouth=1): also draw the inner lips.
     # Not the paper's sketch, and the runtime draws the paper's: never ship such a model.
     inner_mouth: bool = False
+    # Experiments only (...:supersample=4): grey, anti-aliased inputs (render's supersample);
+    # the runtime draws binary sketches, so such a model is not for shipping either.
+    supersample: int = 1
 
     def augmentation(self) -> dict:
         return {"rotate": self.rotate, "jitter": self.jitter, "mirror": self.mirror}
@@ -148,6 +151,10 @@ class TrainConfig:
     def input_size(self) -> int:
         from .nets import DEFAULT_SIZE
         return self.size or DEFAULT_SIZE[self.net]
+
+    def draw(self, landmarks: np.ndarray) -> np.ndarray:
+        """The network's inputs for these landmarks (size, parts, supersampling)."""
+        return render(landmarks, self.input_size(), parts=self.parts(), supersample=self.supersample)
 
 
 def _compile(model, cfg: TrainConfig, steps: int, n_classes: int):
@@ -219,7 +226,7 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, c
         ok = wild.found
         lms, y = wild.landmarks[ok], wild.labels[ok]
         rng = np.random.default_rng(cfg.seed + 17)
-        fit(model, lambda ep: render(augment(lms, rng, **cfg.augmentation()), size, parts=cfg.parts()), y, cfg,
+        fit(model, lambda ep: cfg.draw(augment(lms, rng, **cfg.augmentation())), y, cfg,
             cfg.pretrain_epochs, progress=progress, desc="pretrain wild")
     if cache is not None:
         _atomic(cache, lambda t: _save_weights(model, t))
@@ -257,16 +264,13 @@ def new_model(cfg: TrainConfig, progress: bool = True, wild: FaceSet | None = No
 def inputs_fn(data: FaceSet, cfg: TrainConfig):
     """Per-epoch input arrays: augmented from a seed that depends on the epoch only, so a
     resumed run draws the same sketches as an uninterrupted one."""
-    size = cfg.input_size()
-    ok = data.found
-    lms = data.landmarks[ok]
-    fixed = render(lms, size, parts=cfg.parts())
+    lms = data.landmarks[data.found]
+    fixed = cfg.draw(lms)
 
     def f(ep: int) -> np.ndarray:
         if not cfg.augment:
             return fixed
-        return render(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation()), size,
-                      parts=cfg.parts())
+        return cfg.draw(augment(lms, np.random.default_rng((cfg.seed, ep)), **cfg.augmentation()))
     return f
 
 
@@ -340,7 +344,6 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     from .data import subject_folds
 
     folds = subject_folds(data.subjects, data.labels, k=k, seed=0) if folds is None else folds
-    size = cfg.input_size()
     probs = np.full((len(data), len(CLASSES)), np.nan, np.float32)
     seconds, train_acc, agreement = [], [], []
     probs_q = np.full_like(probs, np.nan) if quantize else None
@@ -355,7 +358,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
     for f in held_out:
         tr = data.subset(folds != f)
         te = (folds == f) & data.found
-        x_te = render(data.landmarks[te], size, parts=cfg.parts())
+        x_te = cfg.draw(data.landmarks[te])
         done = wd / f"fold{f}.npz" if wd else None
         if done and done.exists():  # trained before: its results, and its weights for int8
             z = np.load(done)
@@ -381,7 +384,7 @@ def cross_validate(data: FaceSet, cfg: TrainConfig, k: int = 5, progress: bool =
                 model = fold_model(cfg, wd, f)
             rng = np.random.default_rng(f)
             calib = rng.permutation(np.flatnonzero(tr.found))[:N_CALIBRATION]
-            res = convert(model, quantize=quantize, calibration=render(tr.landmarks[calib], size, parts=cfg.parts()),
+            res = convert(model, quantize=quantize, calibration=cfg.draw(tr.landmarks[calib]),
                           verify=x_te, labels=data.labels[te], min_agreement=0.0, **(convert_kw or {}))
             probs_q[te] = run_tflite(res["bytes"], x_te)
             agreement.append(res["agreement"])
