@@ -71,6 +71,44 @@ def gallery(faces, rows, pred, probs, path: Path, parts: tuple, size: int = 125,
     write_png_atomic(path, img)
 
 
+def ckplus_section(faces, pred, ok) -> None:
+    """CK+ has no neutral images, yet networks call many of its faces neutral: per source
+    emotion, how often, and how many happiness / surprise faces show the expression in
+    their landmarks at all (mouth width / inner-lip opening, as fractions of the face
+    width, against the 90th percentile of the other sets' neutral faces)."""
+    import csv
+
+    from fastes import CLASSES
+    from fastes.data import data_root
+
+    ds = faces.groups["dataset"]
+    if not (ds == "ckplus").any():
+        return
+    with open(data_root() / "faces" / "manifest.csv", newline="") as f:
+        emotion = {r["path"]: r["emotion"] for r in csv.DictReader(f)}
+    emo = np.array([emotion.get(Path(p).relative_to(data_root() / "faces").as_posix(), "") for p in faces.paths])
+    lm = faces.landmarks
+    width = lm[:, 16, 0] - lm[:, 0, 0]
+    with np.errstate(invalid="ignore"):  # NaN landmarks where no face was found
+        measures = {"happiness": ("a mouth width", np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1) / width),
+                    "surprise": ("an inner-lip opening", np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / width)}
+    neutral = ok & (faces.labels == CLASSES.index("neutral")) & (ds != "ckplus")
+    neu = pred == CLASSES.index("neutral")
+    print("\nCK+ (no neutral images in the set): per source emotion, n, network accuracy, share called neutral")
+    for e in sorted(set(emo[ds == "ckplus"].tolist())):
+        m = ok & (ds == "ckplus") & (emo == e)
+        print(f"  {e:10s} {m.sum():4d}  {(pred[m] == faces.labels[m]).mean():.3f}  {neu[m].mean():.2f}")
+    for e, (name, v) in measures.items():
+        m = ok & (ds == "ckplus") & (emo == e)
+        thr = np.percentile(v[neutral], 90)
+        flat = m & (v <= thr)
+        label = CLASSES[faces.labels[m][0]] if m.any() else ""
+        others = ok & (ds != "ckplus") & (faces.labels == CLASSES.index(label)) if label else m
+        print(f"  {e}: {flat.sum()} of {m.sum()} with {name} no larger than 9 in 10 neutral faces' ({thr:.3f} of the "
+              f"face width; other sets' {label} faces: {(v[others] <= thr).mean():.2f}); of the network's "
+              f"{(m & neu).sum()} neutral calls, {(flat & neu).sum()} are among them")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", nargs="?", default=SHIPPED, help=f"RUN@DIR (default {SHIPPED})")
@@ -178,6 +216,8 @@ def main(argv=None) -> int:
                      ("+ inner lips (60-67)", regression_right(np.r_[DRAWN, 60:68])),
                      ("+ jaw (0-16)", regression_right(np.r_[DRAWN, 0:17])), ("all 68", lr_right)):
         print(f"    {name:22s} {rr.mean():.3f} / {rr[eth == 'black'].mean() if eth is not None else float('nan'):.3f}")
+
+    ckplus_section(faces, pred, ok)
 
     if a.gallery:
         sets = set(a.gallery_datasets.split(","))
