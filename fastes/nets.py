@@ -26,8 +26,20 @@ NETS = tuple(DEFAULT_SIZE)
 BN_MOMENTUM = 0.9
 
 
+def _sketch_input(size: int, supersample: int):
+    """The model's input and the tensor the network starts from: with ``supersample`` k > 1
+    the input is a k-times larger binary sketch, averaged over k x k blocks to ``size``
+    (grey levels that keep where a line lies within a pixel; the runtime still just draws
+    at the model's input size)."""
+    inp = keras.Input((size * supersample, size * supersample, 1), name="sketch")
+    if supersample == 1:
+        return inp, inp
+    return inp, layers.AveragePooling2D(supersample, name="supersample")(inp)
+
+
 # --------------------------------------------------------------------------- VGG11
-def vgg11(size: int, n_classes: int = 4, width: float = 0.5, dropout: float = 0.3) -> keras.Model:
+def vgg11(size: int, n_classes: int = 4, width: float = 0.5, dropout: float = 0.3,
+          supersample: int = 1) -> keras.Model:
     """VGG11 (configuration A: 8 conv layers, 5 max-pools) with batch norm.
 
     ``width`` scales the channel counts (64..512 at 1.0): 0.5 keeps the architecture and
@@ -35,7 +47,7 @@ def vgg11(size: int, n_classes: int = 4, width: float = 0.5, dropout: float = 0.
     4096-4096: with a 2x2 final map and 4 classes the large head only overfits.
     """
     cfg = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
-    x = inp = keras.Input((size, size, 1), name="sketch")
+    inp, x = _sketch_input(size, supersample)
     for i, c in enumerate(cfg):
         if c == "M":
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -52,11 +64,13 @@ def vgg11(size: int, n_classes: int = 4, width: float = 0.5, dropout: float = 0.
 
 
 # --------------------------------------------------------------------------- ResNet50
-def resnet50(size: int, n_classes: int = 4, dropout: float = 0.3) -> keras.Model:
+def resnet50(size: int, n_classes: int = 4, dropout: float = 0.3, supersample: int = 1) -> keras.Model:
     """``keras.applications.ResNet50`` (random init: no ImageNet weights offline), one
     input channel, global average pooling and a fresh ``head``."""
+    # The input keeps keras.applications' own Input unless supersampled (shipped files unchanged).
+    pooled = _sketch_input(size, supersample)[1] if supersample > 1 else None
     base = keras.applications.ResNet50(
-        weights=None, include_top=False, input_shape=(size, size, 1), pooling="avg")
+        weights=None, include_top=False, input_shape=(size, size, 1), pooling="avg", input_tensor=pooled)
     for la in base.layers:
         if isinstance(la, layers.BatchNormalization):
             la.momentum = BN_MOMENTUM
@@ -136,13 +150,13 @@ class NormalizeLengths(layers.Layer):
 
 
 def capsnet(size: int, n_classes: int = 4, routings: int = 3, filters: int = 128,
-            primary: int = 16) -> keras.Model:
+            primary: int = 16, supersample: int = 1) -> keras.Model:
     """CapsNet: 9x9 conv, primary capsules (9x9 conv, stride 2, ``primary`` maps of 8-D
     capsules), class capsules (16-D) by dynamic routing. The model outputs normalized
     capsule lengths; the layer ``lengths`` holds the raw lengths that the margin loss
     trains on. No reconstruction decoder (it regularizes digits; sketches need none).
     """
-    x = inp = keras.Input((size, size, 1), name="sketch")
+    inp, x = _sketch_input(size, supersample)
     x = layers.Conv2D(filters, 9, activation="relu", name="conv1")(x)
     x = layers.Conv2D(primary * 8, 9, strides=2, name="primary_conv")(x)
     x = layers.Reshape((-1, 8), name="primary_caps")(x)

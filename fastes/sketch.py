@@ -768,18 +768,10 @@ def sketch(
     return target[0] if single else out
 
 
-def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None, parts: tuple = PARTS,
-           supersample: int = 1) -> np.ndarray:
+def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None, parts: tuple = PARTS) -> np.ndarray:
     """Network input ``(N, size, size, 1)`` float32 in {0, 1}; rows without a face (or
-    with degenerate landmarks) are left blank. ``parts`` as for :func:`sketch`.
-    ``supersample`` k > 1 draws at ``k * size`` and averages k x k blocks: grey levels in
-    [0, 1] that keep where a line lies within a pixel (a 48-px binary drawing rounds the
-    points to a grid 5.2 sketch px wide)."""
+    with degenerate landmarks) are left blank. ``parts`` as for :func:`sketch`."""
     n = len(landmarks)
-    k = int(supersample)
-    if k < 1:
-        raise ValueError(f"supersample must be >= 1, got {supersample}")
-    size, small = size * k, size
     out = np.zeros((n, size, size), np.uint8)
     ok = np.ones(n, bool) if found is None else np.asarray(found, bool).copy()
     if ok.any():
@@ -791,9 +783,7 @@ def render(landmarks: np.ndarray, size: int, found: np.ndarray | None = None, pa
                     out[i] = sketch(landmarks[i], size=size, parts=parts)
                 except ValueError:
                     pass
-    if k == 1:
-        return (out[..., None] > 0).astype(np.float32)
-    return (out.reshape(n, small, k, small, k) > 0).mean(axis=(2, 4), dtype=np.float32)[..., None]
+    return (out[..., None] > 0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- augmentation

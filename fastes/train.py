@@ -137,8 +137,9 @@ class TrainConfig:
     # Experiments only (tools/experiments.py ...:inner_mouth=1): also draw the inner lips.
     # Not the paper's sketch, and the runtime draws the paper's: never ship such a model.
     inner_mouth: bool = False
-    # Experiments only (...:supersample=4): grey, anti-aliased inputs (render's supersample);
-    # the runtime draws binary sketches, so such a model is not for shipping either.
+    # k > 1: the network takes a k-times larger binary sketch and averages it over k x k
+    # blocks first (nets._sketch_input): grey levels that keep sub-pixel line positions.
+    # The model file says it all (its input size), so the runtime needs nothing more.
     supersample: int = 1
 
     def augmentation(self) -> dict:
@@ -153,8 +154,8 @@ class TrainConfig:
         return self.size or DEFAULT_SIZE[self.net]
 
     def draw(self, landmarks: np.ndarray) -> np.ndarray:
-        """The network's inputs for these landmarks (size, parts, supersampling)."""
-        return render(landmarks, self.input_size(), parts=self.parts(), supersample=self.supersample)
+        """The network's inputs for these landmarks: binary sketches at the model's input size."""
+        return render(landmarks, self.input_size() * self.supersample, parts=self.parts())
 
 
 def _compile(model, cfg: TrainConfig, steps: int, n_classes: int):
@@ -218,7 +219,7 @@ def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, c
         return model
     if cfg.pretrain == "mnist":
         x, y = load_mnist()
-        x = mnist_inputs(x[:9000], size)  # the last 1,000 digits stay out (validation)
+        x = mnist_inputs(x[:9000], size * cfg.supersample)  # the last 1,000 digits stay out (validation)
         fit(model, lambda ep: x, y[:9000], cfg, cfg.pretrain_epochs, n_classes=10, progress=progress,
             desc="pretrain mnist")
     else:
@@ -404,10 +405,10 @@ def fold_model(cfg: TrainConfig, workdir, fold: int):
 
 def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:
     if cfg.net == "capsnet":
-        return {"routings": routings or cfg.routings}
+        return {"routings": routings or cfg.routings, "supersample": cfg.supersample}
     if cfg.net == "vgg11":
-        return {"dropout": cfg.dropout, "width": cfg.width}
-    return {"dropout": cfg.dropout}
+        return {"dropout": cfg.dropout, "width": cfg.width, "supersample": cfg.supersample}
+    return {"dropout": cfg.dropout, "supersample": cfg.supersample}
 
 
 def _custom_objects() -> dict:

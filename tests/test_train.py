@@ -72,7 +72,13 @@ def test_render_blank_rows_for_missed_and_degenerate_faces(sample_landmarks):
     assert x[0].sum() > 0 and x[1].sum() == 0 and x[2].sum() == 0
 
 
-def test_supersampled_render_keeps_sub_pixel_positions(sample_landmarks):
+def test_supersampled_network_input_keeps_sub_pixel_positions(sample_landmarks):
+    pytest.importorskip("keras")
+    import keras
+
+    from fastes.nets import build
+    from fastes.runtime import KerasClassifier
+
     lm = np.repeat(np.array(sample_landmarks[:1]), 8, axis=0)
     lm[:, 48:60, 1] += np.arange(8)[:, None] * 0.5  # the mouth lowered in steps of ~0.1 px at 48 px
     rows = np.arange(48, dtype=np.float32)[:, None]
@@ -81,14 +87,15 @@ def test_supersampled_render_keeps_sub_pixel_positions(sample_landmarks):
         m = x[:, 32:, :, 0]
         return (m * rows[32:]).sum(axis=(1, 2)) / m.sum(axis=(1, 2))
 
-    grey = render(lm, 48, supersample=4)
-    assert grey.shape == (8, 48, 48, 1) and grey.dtype == np.float32
-    assert grey.min() >= 0 and grey.max() <= 1 and len(np.unique(grey)) > 2  # grey levels
+    model = build("vgg11", 48, width=0.25, supersample=4)
+    assert model.input_shape == (None, 192, 192, 1)  # the runtime draws at this size, as for any model
+    pooled = keras.Model(model.input, model.get_layer("supersample").output)
+    grey = np.asarray(pooled.predict(render(lm, 192), verbose=0))
+    assert grey.shape == (8, 48, 48, 1) and grey.min() >= 0 and grey.max() <= 1 and len(np.unique(grey)) > 2
     assert (np.diff(mouth_row(grey)) > 0).all()  # every step shows
-    assert (np.diff(mouth_row(render(lm, 48))) == 0).any()  # the binary drawing misses some
-    np.testing.assert_allclose(grey.mean(axis=(1, 2, 3)), render(lm, 192).mean(axis=(1, 2, 3)), atol=1e-6)
-    with pytest.raises(ValueError, match="supersample"):
-        render(lm, 48, supersample=0)
+    assert (np.diff(mouth_row(render(lm, 48))) == 0).any()  # the binary 48-px drawing misses some
+    clf = KerasClassifier.from_model(model, "ss4")
+    assert clf.input_size == 192 and clf(lm).shape == (8, 4)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +319,7 @@ def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
     assert len(again["agreement"]) == 2 and np.isfinite(again["probs_tflite"][data.found]).all()
 
 
-def test_experiment_inputs_draw_inner_lips_and_grey_levels_when_asked(tiny_run):
+def test_experiment_inputs_draw_inner_lips_and_supersample_when_asked(tiny_run):
     from fastes.train import TrainConfig, inputs_fn, load_faces
 
     data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
@@ -320,8 +327,8 @@ def test_experiment_inputs_draw_inner_lips_and_grey_levels_when_asked(tiny_run):
     inner = inputs_fn(data, TrainConfig(size=48, augment=False, inner_mouth=True))(0)
     np.testing.assert_array_equal(paper, render(data.landmarks[data.found], 48))  # default: the paper's sketch
     assert (inner >= paper).all() and (inner > paper).any(axis=(1, 2, 3)).all()  # more ink on every face
-    grey = inputs_fn(data, TrainConfig(size=48, augment=False, supersample=4))(0)
-    np.testing.assert_array_equal(grey, render(data.landmarks[data.found], 48, supersample=4))
+    big = inputs_fn(data, TrainConfig(size=48, augment=False, supersample=4))(0)
+    np.testing.assert_array_equal(big, render(data.landmarks[data.found], 192))  # the model averages it down
 
 
 def test_cross_validation_keeps_its_pretraining_in_the_workdir(tiny_run, monkeypatch):
