@@ -105,6 +105,9 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dropout", type=float, default=0.1, help="before the classifier (default 0.1)")
     tr.add_argument("--width", type=float, default=0.5,
                     help="VGG11 channel scale: 1.0 is 64..512 channels (default 0.5; 0.25 is ~4x faster)")
+    tr.add_argument("--supersample", type=int, default=1, metavar="K",
+                    help="the network takes a K-times larger binary sketch and averages K x K blocks first: "
+                    "grey levels that keep where a line lies within a pixel (default 1; the default model: 4)")
     tr.add_argument("--pretrain", choices=["none", "mnist", "wild"], default="none",
                     help="pre-train on the MNIST test digits or on wild-set sketches first (default none)")
     tr.add_argument("--pretrain-epochs", type=int, default=5)
@@ -363,6 +366,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name} must be >= 1")
     if args.size is not None and not 16 <= args.size <= 512:
         raise UsageError("--size must be between 16 and 512")
+    if not 1 <= args.supersample <= 8:
+        raise UsageError("--supersample must be between 1 and 8")
     out = Path(args.out)
     if (out / "model.keras").exists() and not (args.resume and (out / "checkpoint.json").exists()):
         raise UsageError(f"{out / 'model.keras'} exists (training finished); choose another --out")
@@ -378,15 +383,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(net=args.net, size=args.size, epochs=args.epochs, batch=args.batch, lr=args.lr,
                       seed=args.seed, augment=not args.no_augment, pretrain=args.pretrain,
                       pretrain_epochs=args.pretrain_epochs, dropout=args.dropout,
-                      width=args.width)
-    print(f"training {args.net} at {cfg.input_size()} px on {int(data.found.sum())} faces "
+                      width=args.width, supersample=args.supersample)
+    drawn = f" (drawn at {cfg.input_size() * cfg.supersample} px, averaged down)" if cfg.supersample > 1 else ""
+    print(f"training {args.net} at {cfg.input_size()} px{drawn} on {int(data.found.sum())} faces "
           f"({len(data) - int(data.found.sum())} images without a face left out); data {data.digest()}",
           file=sys.stderr)
     model, history = train(data, cfg, out, progress=not args.no_progress, resume=args.resume)
     meta = json.loads((out / "config.json").read_text())
     meta["detector"] = args.detector  # the front end of the training landmarks: run the model with it
     write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
-    lines = [f"# {args.net} trained by fastes", "", f"- input {cfg.input_size()} px, {len(history)} epochs, "
+    lines = [f"# {args.net} trained by fastes", "", f"- input {cfg.input_size()} px{drawn}, {len(history)} epochs, "
              f"seed {cfg.seed}, pre-training {cfg.pretrain}, landmarks from the {args.detector} front end",
              f"- {meta['n_train']} training faces, data digest `{meta['data_digest']}`",
              f"- final training loss {history[-1]['loss']:.4f}, accuracy {history[-1]['accuracy']:.3f} "

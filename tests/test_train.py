@@ -292,6 +292,30 @@ def test_percentile_calibration_with_int8_io_and_bad_values(tiny_run, capsys):
     assert "--percentile needs --quantize int8" in capsys.readouterr().err  # a usage error, before any work
 
 
+def test_supersampled_model_trains_converts_and_runs(tiny_run, capsys):
+    """--supersample: the model file takes the larger sketch, and everything downstream
+    (int8 conversion, the runtime, evaluate) just draws at its input size."""
+    from fastes.cli import main
+    from fastes.runtime import load_classifier
+
+    args = ["train", "--net", "vgg11", "--size", "32", "--epochs", "1", "--manifest", str(tiny_run / "m.csv"),
+            "--datasets", "london", "--no-progress", "--width", "0.25"]
+    assert main(args + ["--supersample", "0", "--out", str(tiny_run / "ss0")]) == 2
+    assert "--supersample" in capsys.readouterr().err
+    assert main(args + ["--supersample", "2", "--out", str(tiny_run / "ss2")]) == 0
+    assert "drawn at 64 px" in (tiny_run / "ss2" / "report.md").read_text()
+    cal = render(np.repeat(_landmarks(tiny_run), 4, axis=0), 64)
+    np.save(tiny_run / "cal64.npy", cal)
+    out = tiny_run / "ss2.tflite"
+    assert main(["convert", str(tiny_run / "ss2" / "model.keras"), "--out", str(out), "--quantize", "int8",
+                 "--calibration", str(tiny_run / "cal64.npy"), "--min-agreement", "0"]) == 0
+    clf = load_classifier(out)
+    assert clf.input_size == 64 and clf(_landmarks(tiny_run)).shape == (24, 4)
+    assert main(["evaluate", str(tiny_run / "m.csv"), "--model", str(out), "--json", str(tiny_run / "ss.json"),
+                 "--no-progress"]) == 0
+    assert json.loads((tiny_run / "ss.json").read_text())["n"] == 24
+
+
 def test_cross_validation_resumes_from_its_workdir(tiny_run, monkeypatch):
     import h5py
 
