@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, group_accuracies, metrics
     from fastes.runtime import Augmented, KerasClassifier
-    from fastes.train import fold_model, load_faces, predict, render
+    from fastes.train import fold_model, load_faces, predict
 
     cfg = parse_run(a.run)
     tag = "" if a.train_detector == "haar" else f"@{a.train_detector}"
@@ -51,7 +51,6 @@ def main(argv=None) -> int:
         if s.paths != ref.paths or not (s.labels == ref.labels).all():
             raise SystemExit(f"{d}: rows differ from {a.train_detector}'s")
     folds = subject_folds(ref.subjects, ref.labels, k=5, seed=0)
-    size = cfg.input_size()
     pred = {d: np.full(len(ref), MISSED, np.int64) for d in sets}
     pred_tta = np.full(len(ref), MISSED, np.int64)
     for f in range(5):
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
         line = [f"fold {f}:"]
         for d, s in sets.items():
             te = (folds == f) & s.found
-            pred[d][te] = predict(model, render(s.landmarks[te], size)).argmax(1)
+            pred[d][te] = predict(model, cfg.draw(s.landmarks[te])).argmax(1)
             held = folds == f
             line.append(f"{d} {(pred[d][held] == ref.labels[held]).mean():.3f}")
         if a.tta:
