@@ -84,26 +84,27 @@ def ckplus_section(faces, pred, ok) -> None:
     ds = faces.groups["dataset"]
     if not (ds == "ckplus").any():
         return
-    with open(data_root() / "faces" / "manifest.csv", newline="") as f:
-        emotion = {r["path"]: r["emotion"] for r in csv.DictReader(f)}
-    emo = np.array([emotion.get(Path(p).relative_to(data_root() / "faces").as_posix(), "") for p in faces.paths])
+    manifest = data_root() / "faces" / "manifest.csv"
+    with open(manifest, newline="") as f:  # paths resolved as fastes.data.read_manifest does
+        emotion = {(manifest.parent / r["path"]).resolve(): r["emotion"] for r in csv.DictReader(f)}
+    emo = np.array([emotion.get(Path(p), "") for p in faces.paths])
     lm = faces.landmarks
     width = lm[:, 16, 0] - lm[:, 0, 0]
     with np.errstate(invalid="ignore"):  # NaN landmarks where no face was found
-        measures = {"happiness": ("a mouth width", np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1) / width),
-                    "surprise": ("an inner-lip opening", np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / width)}
+        measures = {  # source emotion: its class, the measure that shows it, values
+            "happiness": ("positive", "a mouth width", np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1) / width),
+            "surprise": ("awe", "an inner-lip opening", np.linalg.norm(lm[:, 66] - lm[:, 62], axis=1) / width)}
     neutral = ok & (faces.labels == CLASSES.index("neutral")) & (ds != "ckplus")
     neu = pred == CLASSES.index("neutral")
     print("\nCK+ (no neutral images in the set): per source emotion, n, network accuracy, share called neutral")
     for e in sorted(set(emo[ds == "ckplus"].tolist())):
         m = ok & (ds == "ckplus") & (emo == e)
         print(f"  {e:10s} {m.sum():4d}  {(pred[m] == faces.labels[m]).mean():.3f}  {neu[m].mean():.2f}")
-    for e, (name, v) in measures.items():
+    for e, (label, name, v) in measures.items():
         m = ok & (ds == "ckplus") & (emo == e)
         thr = np.percentile(v[neutral], 90)
         flat = m & (v <= thr)
-        label = CLASSES[faces.labels[m][0]] if m.any() else ""
-        others = ok & (ds != "ckplus") & (faces.labels == CLASSES.index(label)) if label else m
+        others = ok & (ds != "ckplus") & (faces.labels == CLASSES.index(label))
         print(f"  {e}: {flat.sum()} of {m.sum()} with {name} no larger than 9 in 10 neutral faces' ({thr:.3f} of the "
               f"face width; other sets' {label} faces: {(v[others] <= thr).mean():.2f}); of the network's "
               f"{(m & neu).sum()} neutral calls, {(flat & neu).sum()} are among them")
