@@ -20,8 +20,8 @@ from .detect import FAST_PASS, Detections, HaarDetector, box_iou, make_detector
 from .io import as_uint8, to_grey
 from .landmarks import load_predictor, predictor_path
 
-__all__ = ["FaceFinder", "Faces", "CROP", "DEFAULT_DETECTOR", "predictor_path", "crop_boxes", "landmark_boxes",
-           "square_boxes"]
+__all__ = ["FaceFinder", "Faces", "CROP", "CROP_MODES", "DEFAULT_CROP", "DEFAULT_DETECTOR", "predictor_path",
+           "crop_boxes", "landmark_boxes", "square_boxes", "whole_image_box"]
 
 CROP = 250  # face crops are resized to this square before landmarking (the paper's size)
 
@@ -67,6 +67,24 @@ BLAZE_TO_CROP = (0.004, 0.107, 1.067)
 LANDMARKS_TO_CROP = (0.001, -0.144, 1.142)
 
 DEFAULT_DETECTOR = "blazeface"
+
+# Crop mode: when the input itself is one tight face crop (FER+'s 48-px faces, users'
+# crop datasets), the whole image can serve as the face box. "auto": only when the
+# detector finds nothing in an image whose long side is at most CROP_AUTO_MAX px;
+# "always": never run the detector, the whole image is the face; "never": detector only.
+# The whole-image box is the centred square of the long side (edges replicated), so a
+# non-square crop keeps its aspect ratio. Detection rates per mode: docs/accuracy.md.
+CROP_MODES = ("auto", "always", "never")
+DEFAULT_CROP = "auto"
+CROP_AUTO_MAX = 128
+
+
+def whole_image_box(shape: tuple) -> np.ndarray:
+    """The crop-mode face box of an image of ``shape``: int32 ``(1, 4)``, the centred
+    square of the long side."""
+    h, w = shape[:2]
+    side = max(h, w)
+    return np.array([[(w - side) // 2, (h - side) // 2, side, side]], np.int32)
 
 
 def square_boxes(centres: np.ndarray, sides: np.ndarray) -> np.ndarray:
@@ -125,27 +143,38 @@ class FaceFinder:
     ``"blazeface-full"`` (its full-range model, for smaller faces), ``"blazeface-group"``
     (full range plus a 2x2 tile search, for group photos), ``"haar"`` (the
     paper's cascade, on a small grey copy) or a detector object. ``detect_size`` and
-    ``fine_pass`` configure Haar (see :class:`fastes.detect.HaarDetector`).
+    ``fine_pass`` configure Haar (see :class:`fastes.detect.HaarDetector`). ``crop``: one of
+    ``CROP_MODES``, when the whole image is taken as the face box (see ``CROP_MODES``).
     """
 
-    def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True):
+    def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True,
+                 crop: str = DEFAULT_CROP):
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.detector = make_detector(detector, detect_size, fine_pass) if isinstance(detector, str) else detector
+        self.crop = crop
         self._predictor = load_predictor()
 
     def __reduce__(self):  # picklable: a worker process rebuilds the detector, loads the model once
-        return FaceFinder, (self.detector,)
+        return FaceFinder, (self.detector, FAST_PASS.size, True, self.crop)
 
     @property
     def tag(self) -> str:
         """The front end's settings, for caches keyed by them."""
+        crop = {"never": "", "always": "|crop=always", "auto": f"|crop=auto{CROP_AUTO_MAX}"}[self.crop]
         if isinstance(self.detector, HaarDetector):
-            return self.detector.tag  # unchanged since the first landmark caches
-        return f"{self.detector.tag}|{BLAZE_TO_CROP}"
+            return self.detector.tag + crop  # unchanged since the first landmark caches (crop never)
+        return f"{self.detector.tag}|{BLAZE_TO_CROP}" + crop
 
     # -- stages ---------------------------------------------------------------------
     def detect(self, image: np.ndarray, order: str = "bgr") -> np.ndarray:
-        """Crop boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right."""
+        """Crop boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right; the
+        whole image as one box where the crop mode says so."""
+        if self.crop == "always":
+            return whole_image_box(image.shape)
         boxes = np.round(crop_boxes(self.detector(image, order))).astype(np.int32)
+        if self.crop == "auto" and not (boxes[:, 2] >= 2).any() and max(image.shape[:2]) <= CROP_AUTO_MAX:
+            return whole_image_box(image.shape)
         boxes = boxes[boxes[:, 2] >= 2]
         return boxes[np.argsort(boxes[:, 0], kind="stable")]
 

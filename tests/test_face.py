@@ -138,3 +138,55 @@ def test_tracking_notices_a_face_that_left(sample_paths):
     empty = np.full_like(frame, 120)
     empty[::7] = 90  # a little texture, no face
     assert finder.track(empty, first) is None
+
+
+# -- crop mode: the whole image as the face box ------------------------------------------
+def _tight_crop(finder, path, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size``-px grey crop of the face's own crop box, and the landmarks the detection
+    path placed in that box (250x250 crop coordinates)."""
+    img = fastes.read_image(path)
+    faces = finder(img)
+    crop = finder.crops(img, faces.boxes[:1])[0]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), faces.landmarks[0]
+
+
+def test_crop_modes_and_their_rules():
+    assert fastes.face.CROP_MODES == ("auto", "always", "never")
+    blank_small, blank_large = np.full((64, 64), 128, np.uint8), np.full((400, 400), 128, np.uint8)
+    assert len(FaceFinder(crop="never")(blank_small)) == 0
+    auto = FaceFinder(crop="auto")
+    got = auto(blank_small)  # nothing detected, small: the whole image is the face
+    assert got.boxes.tolist() == [[0, 0, 64, 64]] and got.landmarks.shape == (1, 68, 2)
+    assert len(auto(blank_large)) == 0  # a large image is never taken as one face
+    # always: no detector; a non-square image keeps its aspect (centred square, long side)
+    assert FaceFinder(crop="always").detect(np.zeros((60, 40), np.uint8)).tolist() == [[-10, 0, 60, 60]]
+    with pytest.raises(ValueError, match="crop must be one of"):
+        FaceFinder(crop="whole")
+
+
+def test_crop_mode_is_part_of_the_cache_key_and_survives_pickling():
+    import pickle
+
+    tags = {FaceFinder(crop=c).tag for c in fastes.face.CROP_MODES}
+    assert len(tags) == 3
+    assert FaceFinder("haar", crop="never").tag == FaceFinder("haar", crop="never").detector.tag  # old caches
+    again = pickle.loads(pickle.dumps(FaceFinder("haar", crop="always")))
+    assert again.crop == "always" and again.tag == FaceFinder("haar", crop="always").tag
+
+
+def test_crop_mode_landmarks_match_the_detection_path(finder, sample_paths):
+    """A 48-px tight crop taken whole: landmarks close to those the detector's box gave."""
+    always = FaceFinder(crop="always")
+    for p in sample_paths[:3]:
+        small, ref = _tight_crop(finder, p)
+        got = always(small)
+        assert len(got) == 1
+        iod = np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))
+        assert np.linalg.norm(got.landmarks[0] - ref, axis=1).mean() < 0.15 * iod
+
+
+def test_pipeline_takes_a_crop_mode_finder(finder, sample_paths):
+    small, _ = _tight_crop(finder, sample_paths[0])
+    pipe = fastes.Pipeline(detector=FaceFinder(crop="always"))
+    faces = pipe.run(small)
+    assert len(faces) == 1 and faces[0].probs.shape == (4,) and faces[0].box == (0, 0, 48, 48)
