@@ -1,10 +1,15 @@
 """Labelled face data: manifests, a landmark cache, subject-disjoint folds.
 
-The front end (Haar + dlib) runs once per image; its result is cached outside the
+The front end (detector + dlib) runs once per image; its result is cached outside the
 repository (``$FASTES_CACHE`` or ``~/.cache/fastes``) keyed by the image's content hash
-and the front-end settings, so training never re-runs dlib. Images where no face is
+and the front-end settings, so training never re-runs dlib; missing entries are computed
+by worker processes (both cores: the whole shared set in minutes). Images where no face is
 found stay in the data with ``found = False``: they are counted and reported, never
 dropped silently.
+
+FER+ rows carry 10 annotators' ``votes``: :func:`soft_label` turns them into a 4-class
+distribution (soft training targets), :func:`is_majority` selects FER+'s "majority"
+protocol rows (top emotion > 5 of 10 votes).
 """
 from __future__ import annotations
 
@@ -20,10 +25,18 @@ from . import CLASSES
 
 __all__ = [
     "ManifestError", "Sample", "data_root", "read_manifest", "LandmarkCache", "subject_folds",
+    "VOTE_COLUMNS", "VOTE_CLASS", "parse_votes", "soft_label", "is_majority", "is_ferplus_valid",
 ]
 
 REQUIRED_COLUMNS = ("path", "class4")
 GROUP_COLUMNS = ("dataset", "gender", "age", "ethnicity")
+
+# FER+ ``votes``: how many of 10 annotators chose each of these, in this order.
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                "contempt", "unknown", "not-a-face")
+# Each vote's class4 (the manifest's mapping); None: no class4, left out of the distribution.
+VOTE_CLASS = ("neutral", "positive", "awe", "negative", "negative", "negative", "awe", None, None, None)
+_VOTE_MATRIX = np.array([[c == k for k in CLASSES] for c in VOTE_CLASS], np.float32)  # (10, 4)
 
 
 class ManifestError(ValueError):
@@ -36,6 +49,49 @@ class Sample:
     label: int  # index into fastes.CLASSES
     subject: str
     groups: dict  # dataset, gender, age, ethnicity (missing -> "")
+    votes: tuple | None = None  # FER+ rows: 10 annotator counts (VOTE_COLUMNS); else None
+    relpath: str = ""  # as written in the manifest (e.g. ferplus/valid/...)
+
+    @property
+    def target(self) -> np.ndarray:
+        """The 4-class training target: the votes' distribution, else one-hot."""
+        return soft_label(self.votes, self.label)
+
+
+def parse_votes(text: str) -> tuple | None:
+    """A manifest ``votes`` cell (10 ``;``-separated counts) as ints; None when empty."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        v = tuple(int(x) for x in text.split(";"))
+    except ValueError:
+        v = ()
+    if len(v) != len(VOTE_COLUMNS) or min(v) < 0:
+        raise ValueError(f"votes {text!r}: expected {len(VOTE_COLUMNS)} non-negative counts")
+    return v
+
+
+def soft_label(votes, label: int) -> np.ndarray:
+    """float32 (4,) distribution over CLASSES: the votes mapped to class4 (contempt,
+    unknown and not-a-face dropped) and normalized; one-hot ``label`` without votes (or
+    when none of them maps to a class)."""
+    if votes is not None:
+        d = np.asarray(votes, np.float32) @ _VOTE_MATRIX
+        if d.sum() > 0:
+            return (d / d.sum()).astype(np.float32)
+    return np.eye(len(CLASSES), dtype=np.float32)[label]
+
+
+def is_majority(votes) -> bool:
+    """FER+'s majority protocol: the top emotion has more than half of the votes (> 5 of 10)."""
+    return votes is not None and 2 * max(votes) > sum(votes)
+
+
+def is_ferplus_valid(sample: "Sample") -> bool:
+    """A row of FER+'s validation split (``ferplus/valid/``): kept out of all training."""
+    rel = sample.relpath or str(sample.path)
+    return sample.groups.get("dataset") == "ferplus" and "ferplus/valid/" in rel.replace(os.sep, "/")
 
 
 def data_root() -> Path:
@@ -67,11 +123,17 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
             label = row["class4"].strip()
             if label not in CLASSES:
                 raise ManifestError(f"{p}:{line}: class4 {label!r} is not one of {', '.join(CLASSES)}")
+            try:
+                votes = parse_votes(row.get("votes") or "")
+            except ValueError as e:
+                raise ManifestError(f"{p}:{line}: {e}") from None
             out.append(Sample(
                 path=(p.parent / row["path"]).resolve(),
                 label=CLASSES.index(label),
                 subject=(row.get("subject") or row["path"]).strip(),
                 groups={c: (row.get(c) or "").strip() for c in GROUP_COLUMNS},
+                votes=votes,
+                relpath=row["path"].strip(),
             ))
     return out
 
@@ -90,10 +152,15 @@ class LandmarkCache:
     Each entry: ``found`` (a face was detected), ``n_faces``, ``box`` (x, y, w, h of the
     largest face) and ``landmarks`` (68x2, 250x250 crop coordinates). Saved as one
     ``.npz`` written atomically (temp file + rename), every ``save_every`` new entries, so
-    an interrupted build resumes where it stopped.
+    an interrupted build resumes where it stopped. ``workers`` processes compute missing
+    entries (default: every core, up to 2) when at least ``min_parallel`` are missing;
+    fewer run in this process (a pool's start-up costs more than they do).
     """
 
-    def __init__(self, finder=None, cache_dir: str | os.PathLike | None = None, save_every: int = 200):
+    min_parallel = 64
+
+    def __init__(self, finder=None, cache_dir: str | os.PathLike | None = None, save_every: int = 1000,
+                 workers: int | None = None):
         from .face import FaceFinder
 
         # Haar by default: the shipped models were trained on the paper's front end
@@ -103,16 +170,30 @@ class LandmarkCache:
         self.tag = hashlib.sha1(f"v1|{self.finder.tag}".encode()).hexdigest()[:10]
         self.file = d / f"landmarks-{self.tag}.npz"
         self.save_every = save_every
+        self.workers = workers or min(2, os.cpu_count() or 1)
         self._entries: dict[str, tuple] = {}
-        if self.file.exists():
-            z = np.load(self.file, allow_pickle=False)
-            for key, found, n, box, lm in zip(z["keys"], z["found"], z["n_faces"], z["boxes"], z["landmarks"]):
-                self._entries[str(key)] = (bool(found), int(n), box, lm)
+        self._loaded = None
+        self._merge()
+
+    def _merge(self) -> None:
+        """Add the file's entries not held here: another process building the same
+        cache may have saved since (each save merges first, so neither loses the other's)."""
+        try:
+            stamp = self.file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._loaded:
+            return
+        z = np.load(self.file, allow_pickle=False)
+        for key, found, n, box, lm in zip(z["keys"], z["found"], z["n_faces"], z["boxes"], z["landmarks"]):
+            self._entries.setdefault(str(key), (bool(found), int(n), box, lm))
+        self._loaded = stamp
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def save(self) -> None:
+        self._merge()
         keys = sorted(self._entries)
         e = [self._entries[k] for k in keys]
         tmp = self.file.with_name(self.file.name + f".{os.getpid()}.tmp.npz")
@@ -125,9 +206,32 @@ class LandmarkCache:
             landmarks=np.array([x[3] for x in e], dtype=np.float32).reshape(-1, 68, 2),
         )
         os.replace(tmp, self.file)
+        self._loaded = self.file.stat().st_mtime_ns
 
     def _compute(self, path: Path) -> tuple:
         return largest_face(self.finder, path)
+
+    def _computed(self, todo: list):
+        """``(key, entry)`` for each ``(key, path)`` of ``todo``, in this process or in
+        ``workers`` processes (each rebuilds the finder once: it pickles as its settings)."""
+        if self.workers < 2 or len(todo) < self.min_parallel:
+            for k, p in todo:
+                yield k, self._compute(p)
+            return
+        import multiprocessing as mp
+        import sys
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork (no main-module guard needed, no re-import), unless TensorFlow is loaded:
+        # its threads do not survive a fork, so then spawn (the caller's script then
+        # needs the usual ``if __name__ == "__main__":``)
+        ctx = mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+        step = 32 * self.workers * 4  # results come back (and get saved) part by part
+        with ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                 initializer=_worker_init, initargs=(self.finder,)) as pool:
+            for i in range(0, len(todo), step):
+                part = todo[i:i + step]
+                yield from zip([k for k, _ in part], pool.map(_worker_compute, [p for _, p in part], chunksize=32))
 
     def get(self, paths, progress: bool = True):
         """Return ``found`` (N,), ``n_faces`` (N,; -1 unreadable), ``boxes`` (N, 4) and
@@ -138,11 +242,14 @@ class LandmarkCache:
         keys = [_file_hash(p) for p in paths]
         todo = list({k: p for p, k in zip(paths, keys) if k not in self._entries}.items())
         new = 0
-        for k, p in tqdm(todo, desc="landmarks", unit="img", disable=True if not (progress and todo) else None):
-            self._entries[k] = self._compute(p)
+        bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=True if not (progress and todo) else None)
+        for k, entry in self._computed(todo):
+            self._entries[k] = entry
             new += 1
+            bar.update()
             if new % self.save_every == 0:
                 self.save()
+        bar.close()
         if new:
             self.save()
         e = [self._entries[k] for k in keys]
@@ -152,6 +259,18 @@ class LandmarkCache:
             np.array([x[2] for x in e], dtype=np.int32).reshape(-1, 4),
             np.array([x[3] for x in e], dtype=np.float32).reshape(-1, 68, 2),
         )
+
+
+_WORKER_FINDER = None
+
+
+def _worker_init(finder) -> None:
+    global _WORKER_FINDER
+    _WORKER_FINDER = finder
+
+
+def _worker_compute(path) -> tuple:
+    return largest_face(_WORKER_FINDER, path)
 
 
 def largest_face(finder, path) -> tuple:

@@ -103,3 +103,88 @@ def test_landmark_cache_computes_once_and_keeps_misses(tmp_path, finder, sample_
     for a, b in zip(again, (found, n, boxes, lms)):
         np.testing.assert_array_equal(a, b)
     assert not list((tmp_path / "cache").glob("*.tmp*"))
+
+
+def test_landmark_cache_in_worker_processes_equals_one_process(tmp_path, finder, sample_paths):
+    from fastes.face import FaceFinder
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    paths = []
+    for i, p in enumerate(sample_paths[:4]):
+        shutil.copy(p, imgs / f"{i}.jpg")
+        paths.append(imgs / f"{i}.jpg")
+    (imgs / "bad.png").write_bytes(b"no image")
+    paths.append(imgs / "bad.png")
+    serial = LandmarkCache(finder, cache_dir=tmp_path / "a", workers=1).get(paths, progress=False)
+    par = LandmarkCache(FaceFinder(), cache_dir=tmp_path / "b", workers=2)
+    par.min_parallel = 0  # a pool even for five images
+    got = par.get(paths, progress=False)
+    for a, b in zip(got, serial):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_landmark_cache_saves_keep_another_writers_entries(tmp_path, finder, sample_paths):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    a, b = imgs / "a.jpg", imgs / "b.jpg"
+    shutil.copy(sample_paths[0], a)
+    shutil.copy(sample_paths[1], b)
+    one = LandmarkCache(finder, cache_dir=tmp_path / "c")
+    two = LandmarkCache(finder, cache_dir=tmp_path / "c")  # opened before one saved
+    one.get([a], progress=False)
+    two.get([b], progress=False)
+    f = CountingFinder(finder)
+    LandmarkCache(f, cache_dir=tmp_path / "c").get([a, b], progress=False)
+    assert f.calls == 0
+
+
+def test_votes_become_soft_labels(tmp_path):
+    from fastes.data import is_majority, soft_label
+
+    header = "path,dataset,subject,emotion,class4,gender,age,ethnicity,setting,votes"
+    m = _write_manifest(tmp_path, [
+        # neutral 4, sadness 1, anger 3, disgust 2: plurality neutral, yet 6 of 10 negative
+        "ferplus/train/a.png,ferplus,f-a,neutral,neutral,,,,in_the_wild,4;0;0;1;3;2;0;0;0;0",
+        # happiness 6, contempt 2, unknown 1, not-a-face 1: the last three leave the distribution
+        "ferplus/valid/b.png,ferplus,f-b,happiness,positive,,,,in_the_wild,0;6;0;0;0;0;0;2;1;1",
+        "ferplus/valid/c.png,ferplus,f-c,surprise,awe,,,,in_the_wild,0;0;5;0;0;0;4;0;1;0",
+        "jaffe/d.png,jaffe,j-d,fear,awe,female,,east_asian,posed,",
+    ], header=header)
+    s = read_manifest(m)
+    np.testing.assert_allclose(s[0].target, [0, 0.6, 0, 0.4])  # CLASSES: positive negative awe neutral
+    np.testing.assert_allclose(s[1].target, [1, 0, 0, 0])
+    np.testing.assert_allclose(s[2].target, [0, 0, 1, 0])  # surprise and fear are both awe
+    np.testing.assert_array_equal(s[3].target, np.eye(4)[CLASSES.index("awe")])  # no votes: one-hot
+    assert s[3].votes is None and s[0].votes == (4, 0, 0, 1, 3, 2, 0, 0, 0, 0)
+    assert [is_majority(x.votes) for x in s] == [False, True, False, False]  # > 5 of 10
+    np.testing.assert_array_equal(soft_label((0,) * 10, 2), np.eye(4)[2])  # nothing maps: one-hot
+
+
+def test_ferplus_valid_rows_are_told_apart(tmp_path):
+    from fastes.data import is_ferplus_valid
+
+    header = "path,dataset,class4,votes"
+    m = _write_manifest(tmp_path, ["ferplus/valid/a.png,ferplus,neutral,10;0;0;0;0;0;0;0;0;0",
+                                   "ferplus/train/b.png,ferplus,neutral,10;0;0;0;0;0;0;0;0;0",
+                                   "wild/valid/c.png,wild,neutral,"], header=header)
+    assert [is_ferplus_valid(x) for x in read_manifest(m)] == [True, False, False]
+
+
+def test_bad_votes_are_a_manifest_error(tmp_path):
+    for bad in ("1;2;3", "a;0;0;0;0;0;0;0;0;0", "-1;0;0;0;0;0;0;0;0;11"):
+        m = _write_manifest(tmp_path, [f"x.png,neutral,{bad}"], header="path,class4,votes")
+        with pytest.raises(ManifestError, match=":2: votes"):
+            read_manifest(m)
+
+
+def test_ferplus_majority_rows_keep_their_label(manifest, faces_dir):
+    """On the real FER+ rows: a majority row's soft label peaks at its class4."""
+    from fastes.data import is_majority
+
+    rows = [s for s in read_manifest(faces_dir / "manifest.csv") if s.votes is not None][:3000]
+    assert rows
+    maj = [s for s in rows if is_majority(s.votes)]
+    assert 0 < len(maj) < len(rows)
+    assert all(int(np.argmax(s.target)) == s.label for s in maj)
+    np.testing.assert_allclose([s.target.sum() for s in rows], 1.0, rtol=1e-6)
