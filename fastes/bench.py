@@ -1,14 +1,14 @@
 """``fastes bench``: fastes beside the paper's pipeline, stage by stage, in one run.
 
-The "before" column is ``benchmarks/paper_baseline.py`` from the source checkout (the
-paper's method written the straightforward way; not shipped in the package). Each stage
+The "before" column is :mod:`fastes.baseline` (the paper's method written the
+straightforward way; shipped, so an installed ``fastes bench`` prints it; its Keras
+inference needs the ``train`` extra). Each stage
 is timed on the same inputs for both, medians over repeats after a warm-up; the paper's
 own Table I figures are printed beside them. Workers scaling runs the whole per-image
 path in 1..N worker threads over the bundled images (pool started and warmed first).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -27,15 +27,10 @@ PAPER_S = {"landmarks": 1.95, "remap": 0.86, "draw": 0.30, "inference": 0.10,
 
 
 def load_baseline():
-    """The paper-style baseline from ``benchmarks/`` of a source checkout, or None."""
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        p = root / "benchmarks" / "paper_baseline.py"
-        if p.is_file():
-            spec = importlib.util.spec_from_file_location("fastes_paper_baseline", p)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            return mod
-    return None
+    """The paper-style baseline (:mod:`fastes.baseline`)."""
+    from . import baseline
+
+    return baseline
 
 
 def _median_time(fn, budget: float, min_runs: int = 5, max_runs: int = 2000) -> tuple[float, float]:
@@ -79,7 +74,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     ``budget`` (seconds per stage and side) and ``n_images`` (for scaling) override the
     quick/full defaults (0.25 s / 60 images, 1 s / 240 images)."""
     from . import sketch
-    from .cli import sample_images
+    from .samples import sample_images
     from .detect import _cascade
     from .landmarks import predictor_path
     from .io import read_image, to_grey
@@ -173,7 +168,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
         "throughput_speedup_vs_paper": PAPER_S["image_to_label"] * max(scaling.values()),
         "scaling_images": n_images,
         "input": "640x480 frame, one face (bundled London sample); scaling: bundled 600x600 images",
-        "baseline": "benchmarks/paper_baseline.py" if base else None,
+        "baseline": "fastes.baseline" if base else None,
         "keras_baseline": keras_model is not None,
         "model": model_path("default").name,
         "detector": finder.detector.name,

@@ -25,10 +25,10 @@ import numpy as np
 from . import CLASSES
 from .detect import box_iou
 from .face import DEFAULT_DETECTOR, FaceFinder
-from .io import ImageError, read_image
+from .io import read_image
 from .sketch import sketch as draw_sketch
 
-__all__ = ["Face", "Pipeline", "Tracker", "shipped_models", "model_path", "DEFAULT_MODEL"]
+__all__ = ["Face", "Pipeline", "Tracker", "shipped_models", "model_path", "load_model", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "vgg11_fast_int8"  # the most accurate per millisecond (models/MODEL_CARD.md)
 
@@ -62,6 +62,19 @@ def model_path(name: str) -> Path:
 
     raise ModelError(f"model {name!r} not found; shipped: {', '.join(models) or 'none'}; "
                      "or give a .tflite/.keras path")
+
+
+def load_model(name: str | os.PathLike, threads: int | None = None):
+    """A classifier by name: ``"default"``, a shipped model, ``"ensemble"`` (the mean of
+    every shipped model) or a ``.tflite``/``.keras`` path."""
+    from .runtime import Ensemble, ModelError, load_classifier
+
+    if str(name) == "ensemble":
+        members = [load_classifier(p, threads) for p in shipped_models().values()]
+        if not members:
+            raise ModelError("no shipped models found for the ensemble")
+        return members[0] if len(members) == 1 else Ensemble(members)
+    return load_classifier(model_path(str(name)), threads)
 
 
 @dataclass
@@ -113,7 +126,7 @@ class Pipeline:
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | FaceFinder = DEFAULT_DETECTOR,
                  threads: int = 1, order: str = "bgr", workers: int = 1, tta: int = 0):
-        from .runtime import Augmented, Ensemble, load_classifier
+        from .runtime import Augmented
 
         if order not in ("bgr", "rgb"):
             raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
@@ -124,14 +137,7 @@ class Pipeline:
         self.workers, self.tta = int(workers), int(tta)
         self._model_name = str(model)
         self._pool = None
-        if str(model) == "ensemble":
-            members = [load_classifier(p, threads) for p in shipped_models().values()]
-            if not members:
-                from .runtime import ModelError
-                raise ModelError("no shipped models found for the ensemble")
-            self.classifier = members[0] if len(members) == 1 else Ensemble(members)
-        else:
-            self.classifier = load_classifier(model_path(str(model)), threads)
+        self.classifier = load_model(model, threads)
         if self.tta:
             self.classifier = Augmented(self.classifier, self.tta)
         self.detector = detector if isinstance(detector, FaceFinder) else FaceFinder(detector)
@@ -187,8 +193,9 @@ class Pipeline:
 
         With ``workers`` > 1 the images are spread over worker processes, a bounded
         number ahead of the consumer (memory stays flat for any number of inputs).
-        ``errors="return"`` yields an input's :class:`fastes.ImageError` in its place
-        instead of raising it (for callers that report bad inputs and go on).
+        ``errors="return"`` yields the exception an input raised (:class:`fastes.ImageError`
+        for an unreadable image, or any other) in its place instead of raising it: one bad
+        input never ends the batch.
         """
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
@@ -201,7 +208,7 @@ class Pipeline:
     def _safe_run(self, image) -> list[Face] | Exception:
         try:
             return self.run(image)
-        except ImageError as e:
+        except Exception as e:  # whatever one input raises is that input's result
             return e
 
     def _pooled(self, images: Iterable) -> Iterator[list[Face] | Exception]:

@@ -299,11 +299,13 @@ def test_cli_run_video_detect_every(tmp_path):
 
 def test_webcam_live_window_and_headless_rows(tmp_path, monkeypatch, capsys):
     """--webcam: rows only on headless OpenCV; with a GUI, an annotated window that q closes."""
-    import fastes.cli as cli
+    import fastes.batch as batch
+    import fastes.cli.run as cli
 
     assert not cli._gui_available() or cv2.getBuildInformation().find("GUI") >= 0
     frames = _moving_clip(6)
-    monkeypatch.setattr(cli, "_frames", lambda path, every, webcam=None: ((i, i / 25, f) for i, f in enumerate(frames)))
+    monkeypatch.setattr(batch, "_frames", lambda path, every, webcam=None, read=None:
+                        ((i, i / 25, f) for i, f in enumerate(frames)))
     out = tmp_path / "cam.csv"
     monkeypatch.setattr(cli, "_gui_available", lambda: False)
     assert main(["run", "--webcam", "0", "--out", str(out), "--no-progress"]) == 0

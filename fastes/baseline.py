@@ -1,7 +1,6 @@
 """The paper's pipeline as it describes it, for the "before" column of every ratio.
 
-Not part of the package: `fastes bench` and the benchmarks load it from the source
-checkout. Faithful to the method, written the straightforward way: Haar on the
+`fastes bench` and the benchmarks time it beside fastes. Faithful to the method, written the straightforward way: Haar on the
 full-resolution image, the face crop resized to 250x250, dlib landmarks, a per-point
 Python loop for the remapping, segment-by-segment ``cv2.line`` at 250x250, the sketch
 written as PNG and read back (the paper saved its sketches), then resized to the
