@@ -8,8 +8,9 @@ sketches), :class:`Pipeline` (image to each face's expression), :class:`FaceFind
 # the submodules that import it).
 CLASSES = ("positive", "negative", "awe", "neutral")
 
+# io first: it sets OpenCV's pixel limit, which OpenCV reads once, when cv2 is imported
+from .io import ImageError, read_image  # noqa: E402, I001
 from .face import FaceFinder, Faces  # noqa: E402
-from .io import ImageError, read_image  # noqa: E402
 from .pipeline import Face, Pipeline  # noqa: E402
 from .sketch import DegenerateFaceError, remap, sketch  # noqa: E402
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from numba import njit
 
+from ._jit import njit
 from .io import as_uint8, rgb_small_into, small_shape, to_grey
 
 __all__ = ["Detections", "HaarDetector", "BlazeFace", "DETECTORS", "make_detector", "nms", "box_iou"]

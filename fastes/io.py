@@ -3,18 +3,52 @@ and the small colour copy the detector's network takes.
 
 Errors are raised here, at the edge, as :class:`ImageError` with a message that names
 the input; the rest of the pipeline assumes a 2-D ``uint8`` grey image.
+
+Decoding is bounded: :func:`read_image` reads an image's size from its header (PNG,
+JPEG, BMP, GIF, WebP, TIFF, PNM, Sun raster) before decoding it, and an image of more
+than ``max_pixels`` pixels (default :data:`MAX_PIXELS`, 100 Mpx, or the environment
+variable ``FASTES_MAX_PIXELS``) is never decoded at full size: a JPEG is decoded at
+1/2, 1/4 or 1/8 of its size by libjpeg (the first that fits), anything else is refused.
+OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, which OpenCV reads once, when cv2
+is first imported) is set to the same value when this module imports cv2 first, as a
+backstop for formats whose header is not read here.
 """
 from __future__ import annotations
 
 import os
+import struct
+import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-from numba import njit
+__all__ = ["ImageError", "read_image", "image_size", "to_grey", "to_rgb_small", "rgb_small_into", "IMAGE_SUFFIXES",
+           "MAX_PIXELS", "looks_like_image", "display_path", "atomic_write", "write_png_atomic",
+           "write_text_atomic"]
 
-__all__ = ["ImageError", "read_image", "to_grey", "to_rgb_small", "rgb_small_into", "IMAGE_SUFFIXES",
-           "looks_like_image", "atomic_write", "write_png_atomic", "write_text_atomic"]
+
+def _env_max_pixels() -> int:
+    raw = os.environ.get("FASTES_MAX_PIXELS", "").strip().replace("_", "")
+    if not raw:
+        return 100_000_000
+    try:
+        value = int(float(raw))  # "5e7" is accepted too
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"FASTES_MAX_PIXELS must be a positive number of pixels, got {raw!r}")
+    return value
+
+
+# The most pixels an image may have to be decoded at full size (100 Mpx: 300 MB as BGR;
+# phone cameras give 12-50 Mpx). Read calls look it up each time, so it can be changed here
+# at run time too (OpenCV's backstop keeps the value it had when cv2 was imported).
+MAX_PIXELS = _env_max_pixels()
+
+if "cv2" not in sys.modules:  # OpenCV reads its limit once, at import: only then can it be set
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from ._jit import njit  # noqa: E402
 
 # Suffixes OpenCV decodes; used to pick files out of folders.
 IMAGE_SUFFIXES = frozenset(
@@ -30,7 +64,7 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", 
 def looks_like_image(path: str | os.PathLike) -> bool:
     """True when the suffix is an image suffix or the first bytes are an image header
     (JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP): folders are scanned by content too."""
-    p = Path(path)
+    p = Path(os.fsdecode(path))
     if p.suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:
@@ -41,27 +75,201 @@ def looks_like_image(path: str | os.PathLike) -> bool:
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
+def display_path(path: str | os.PathLike | bytes) -> str:
+    """A path as printable text: bytes that are not UTF-8 (a file name from another
+    system) are shown as ``\\xff`` escapes instead of failing when the text is printed
+    or encoded. For the exact name keep the path itself (``os.fsencode`` gives its bytes)."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class ImageError(ValueError):
-    """An input that is not a usable image (missing, unreadable, wrong shape or type)."""
+    """An input that is not a usable image (missing, unreadable, wrong shape or type,
+    undecodable, too large). ``path`` is the file it concerns (``None`` for arrays)."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = path
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as OpenCV does (BGR order, 8 or 16 bit, EXIF rotation applied)."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: no such file")
-    if p.is_dir():
-        raise ImageError(f"{p}: is a folder, not an image")
+# -- image size from the header ---------------------------------------------------------
+_HEAD = 1 << 16  # bytes read for the header of every format but JPEG (whose segments are walked)
+_JPEG_MAX_WALK = 1 << 26  # give up looking for a JPEG's frame header after 64 MB of segments
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    while f.tell() < _JPEG_MAX_WALK:
+        b = f.read(1)
+        while b == b"\xff":  # fill bytes before a marker
+            b = f.read(1)
+        if not b:
+            return None
+        m = b[0]
+        if m in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+            continue
+        seg = f.read(2)
+        if len(seg) < 2:
+            return None
+        n = struct.unpack(">H", seg)[0]
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):  # a start-of-frame: the size
+            sof = f.read(5)
+            if len(sof) < 5:
+                return None
+            h, w = struct.unpack(">HH", sof[1:5])
+            return w, h
+        if n < 2:
+            return None
+        f.seek(n - 2, 1)
+    return None
+
+
+def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
+    e = "<" if head[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(e + "I", head, 4)
+    f.seek(ifd)  # the first directory: often after the image data, at the end of the file
+    raw = f.read(2)
+    (n,) = struct.unpack(e + "H", raw)
+    entries = f.read(12 * n)
+    size = {}
+    for i in range(n):
+        tag, typ, _count = struct.unpack_from(e + "HHI", entries, 12 * i)
+        if tag in (256, 257) and typ in (3, 4):
+            size[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), entries, 12 * i + 8)[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    words, i = [], 2
+    while len(words) < 2 and i < len(head):
+        c = head[i:i + 1]
+        if c == b"#":
+            while i < len(head) and head[i:i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isdigit():
+            j = i
+            while j < len(head) and head[j:j + 1].isdigit():
+                j += 1
+            words.append(int(head[i:j]))
+            i = j
+            continue
+        elif not c.isspace():
+            return None
+        i += 1
+    return (words[0], words[1]) if len(words) == 2 else None
+
+
+def _header_size(f) -> tuple[int, int] | None:
+    """(width, height) from the header of an open image file, or ``None`` when its
+    format is not one read here or the header is cut short or malformed."""
+    head = f.read(_HEAD)
     try:
-        data = np.fromfile(p, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
-    if data.size == 0:
-        raise ImageError(f"{p}: empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if img is None or img.size == 0:
-        raise ImageError(f"{p}: not an image OpenCV can decode")
-    return img
+        if head.startswith(b"\xff\xd8"):
+            return _jpeg_size(f)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            return struct.unpack_from(">II", head, 16)
+        if head.startswith(b"BM"):
+            if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 core header
+                return struct.unpack_from("<HH", head, 18)
+            w, h = struct.unpack_from("<ii", head, 18)
+            return abs(w), abs(h)
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack_from("<HH", head, 6)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = head[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack_from("<HH", head, 26)
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                (bits,) = struct.unpack_from("<I", head, 21)
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return (int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1)
+            return None
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(f, head)
+        if head[:1] == b"P" and head[1:2] in b"123456" and len(head) > 2:
+            return _pnm_size(head)
+        if head[:4] == b"\x59\xa6\x6a\x95":  # Sun raster
+            return struct.unpack_from(">II", head, 4)
+    except (struct.error, ValueError, IndexError):
+        return None
+    return None
+
+
+def image_size(path: str | os.PathLike | bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file read from its header only (before any EXIF
+    rotation), or ``None`` when the format is not one whose header is read here (see the
+    module docstring) or the file cannot be opened or its header is malformed."""
+    try:
+        with open(os.fsdecode(path), "rb") as f:
+            return _header_size(f)
+    except OSError:
+        return None
+
+
+# IMREAD_REDUCED_* scale bits, combined with "any depth, any colour" (what read_image keeps)
+_REDUCED = {2: 16, 4: 32, 8: 64}
+_ANY = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
+def _reduced_factor(w: int, h: int, limit: int) -> int | None:
+    """The smallest JPEG reduction (2, 4 or 8) that brings w x h within ``limit`` pixels."""
+    for k in (2, 4, 8):
+        if -(-w // k) * -(-h // k) <= limit:
+            return k
+    return None
+
+
+def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file as OpenCV does (BGR order, 8 or 16 bit, EXIF rotation applied).
+
+    Every failure (missing, not a regular file, unreadable, undecodable, too large,
+    anything the decoder raises) is an :class:`ImageError` whose message names the file
+    (:func:`display_path`: printable even for a name that is not UTF-8).
+
+    ``max_pixels`` (default :data:`MAX_PIXELS`): the size is read from the header first;
+    a larger JPEG is decoded reduced 2, 4 or 8 times (its array is then the reduced
+    image: box coordinates refer to it; :func:`image_size` gives the full size), any
+    other format is refused without being decoded."""
+    p = Path(os.fsdecode(path))
+    name = display_path(p)
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    try:
+        if not p.exists():
+            raise ImageError(f"{name}: " + ("broken symbolic link" if p.is_symlink() else "no such file"), p)
+        if p.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image", p)
+        if not p.is_file():  # a FIFO or a device would block or never end
+            raise ImageError(f"{name}: not a regular file", p)
+        try:
+            with open(p, "rb") as f:
+                size = _header_size(f)
+                f.seek(0)
+                data = np.fromfile(f, dtype=np.uint8)  # np.fromfile + imdecode: any path name works
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read ({e.strerror or e})", p) from None
+        if data.size == 0:
+            raise ImageError(f"{name}: empty file", p)
+        flags = _ANY
+        if size is not None and size[0] * size[1] > limit:
+            w, h = size
+            k = _reduced_factor(w, h, limit) if data[:2].tobytes() == b"\xff\xd8" else None
+            if k is None:
+                raise ImageError(f"{name}: {w}x{h} image ({w * h / 1e6:.3g} Mpx) is over the limit of "
+                                 f"{limit / 1e6:g} Mpx (max_pixels, FASTES_MAX_PIXELS); not decoded", p)
+            flags |= _REDUCED[k]
+        try:
+            img = cv2.imdecode(data, flags)
+        except cv2.error as e:
+            why = " (over OpenCV's pixel limit, OPENCV_IO_MAX_IMAGE_PIXELS)" if "MAX_IMAGE_PIXELS" in str(e) else ""
+            raise ImageError(f"{name}: not an image OpenCV can decode{why}", p) from None
+        if img is None or img.size == 0:
+            raise ImageError(f"{name}: not an image OpenCV can decode", p)
+        return img
+    except ImageError:
+        raise
+    except Exception as e:  # whatever else a decoder or the file system raises
+        raise ImageError(f"{name}: cannot decode ({type(e).__name__}: {e})", p) from None
 
 
 def as_uint8(image: np.ndarray, order: str) -> np.ndarray:

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._jit import njit
 from .detect import ModelFileError
 from .sketch import _byte_ptr  # the byte-pointer codegen the sketch intrinsics use
 

@@ -67,6 +67,49 @@ def _sketch_io(path, shape: tuple, oshape: tuple) -> int:
     return int(shape[1])
 
 
+# A classifier's rows must be probabilities: finite, >= 0 (up to float rounding) and
+# summing to 1 within this (an int8 softmax's outputs sit on a 1/256 grid: its rows sum
+# to 1 +- 0.008, rescaled in TFLiteClassifier.predict). Anything else -- NaN from a broken
+# conversion, logits from a model without its softmax -- is refused, never renormalized.
+PROB_SUM_TOL = 0.02
+
+
+def check_probabilities(p: np.ndarray, label: str) -> np.ndarray:
+    """``p`` (``(N, 4)`` floats) if every row is a probability vector, else :class:`ModelError`
+    naming the model ``label`` and what is wrong."""
+    if p.size == 0:
+        return p
+    if not np.isfinite(p).all():
+        raise ModelError(f"{label}: the model's outputs contain NaN or inf; it is broken (not used)")
+    if p.min() < -1e-3:
+        raise ModelError(f"{label}: the model's outputs are negative (min {p.min():.3g}): "
+                         "not probabilities (does it end in a softmax?)")
+    total = p.sum(1)
+    if np.abs(total - 1).max() > PROB_SUM_TOL:
+        raise ModelError(f"{label}: the model's outputs are not probabilities (rows sum to "
+                         f"{total.min():.3g}..{total.max():.3g}, not 1: does it end in a softmax?)")
+    return p
+
+
+def _probe_inputs(size: int) -> np.ndarray:
+    """Two sketches to try a model on when it is loaded: a schematic frontal face with the
+    mouth closed and open (not a blank sketch: the int8 CapsNet divides by zero on one)."""
+    from .sketch import render
+
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    lm = np.zeros((2, 68, 2), np.float32)
+    for k, (mouth_h, brow) in enumerate(((12, 0), (30, -8))):
+        f = lm[k]
+        f[0:17] = np.c_[np.linspace(30, 220, 17), 120 + 80 * np.sin(np.linspace(0, np.pi, 17))]
+        f[17:27] = np.c_[np.r_[np.linspace(50, 110, 5), np.linspace(140, 200, 5)], [88 + brow] * 10]
+        f[27:36] = np.c_[[125] * 4 + list(np.linspace(105, 145, 5)), list(np.linspace(95, 150, 4)) + [165] * 5]
+        eye = np.c_[[0, 8, 18, 26, 18, 8], [0, -5, -5, 0, 4, 4]]
+        f[36:42], f[42:48] = eye + [65, 110], eye + [160, 110]
+        f[48:60] = np.c_[125 - 35 * np.cos(t), 195 + mouth_h * np.sin(t)]
+        f[60:68] = np.c_[125 - 25 * np.cos(t[:8]), 195 + mouth_h / 2 * np.sin(t[:8])]
+    return render(lm, size)
+
+
 class Classifier:
     """A sketch classifier: ``input_size`` and ``predict(x (N, S, S, 1)) -> (N, 4)``."""
 
@@ -136,13 +179,14 @@ class TFLiteClassifier(TFLiteModel, Classifier):
         super().__init__(path, threads)
         self.path, self.name = path, path.stem
         self.input_size = _sketch_io(path, tuple(self._in["shape"]), tuple(self._out["shape"]))
+        self.predict(_probe_inputs(self.input_size))  # refuses a model whose outputs are not probabilities
 
     def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """Class probabilities, each row summing to 1: an int8 model's outputs sit on a
-        1/256 grid, whose rounding leaves a row's sum up to ~0.008 off (argmax unchanged)."""
-        p = TFLiteModel.predict(self, x, batch)
-        total = p.sum(1, keepdims=True)
-        return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+        1/256 grid, whose rounding leaves a row's sum up to ~0.008 off (argmax unchanged).
+        Outputs that are not probabilities raise :class:`ModelError` (see ``check_probabilities``)."""
+        p = check_probabilities(TFLiteModel.predict(self, x, batch), self.label)
+        return p / p.sum(1, keepdims=True)
 
     __call__ = Classifier.predict_landmarks
 
@@ -175,7 +219,8 @@ class KerasClassifier(Classifier):
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0))
+        p = np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0))
+        return check_probabilities(p, str(self.path or self.name))
 
 
 class Ensemble(Classifier):

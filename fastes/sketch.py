@@ -26,9 +26,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ._jit import njit
 
 __all__ = [
     "remap", "sketch", "render", "augment", "MIRROR", "remap_reference", "sketch_reference", "PARTS", "INNER_MOUTH",

@@ -1,11 +1,15 @@
 """Synthetic inputs shared by tests, benchmarks and ``fastes bench``: scenes without
-faces (for false detections) and collages of faces (for several faces per image)."""
+faces (for false detections), collages of faces (for several faces per image) and hostile
+files (inputs that must each become an error row, never end a run)."""
 from __future__ import annotations
+
+import struct
+import zlib
 
 import cv2
 import numpy as np
 
-__all__ = ["nonface_images", "collage", "frame_with_face"]
+__all__ = ["nonface_images", "collage", "frame_with_face", "huge_png"]
 
 
 def nonface_images(n: int = 100, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[np.ndarray]:
@@ -81,3 +85,27 @@ def frame_with_face(face: np.ndarray, size: tuple[int, int] = (480, 640), scale:
     y, x = (h - side) // 2, (w - side) // 2
     frame[y:y + side, x:x + side] = f if f.ndim == 3 else f[:, :, None]
     return frame
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid all-black 8-bit grey PNG of any size, built in milliseconds: 30000x30000
+    (900 Mpx) is 0.9 MB. The zlib stream repeats one block of rows compressed after a full
+    flush (which resets the compressor: every block compresses to the same bytes); the
+    Adler-32 of all-zero data of length n is ``(n mod 65521) << 16 | 1``."""
+    row = width + 1  # the filter byte (0: none), then the pixels
+    rows = max(1, min(height, (1 << 24) // row))
+    full, rest = divmod(height, rows)
+    parts = [b"\x78\xda"]
+    for count, times in ((rows, full), (rest, 1)):
+        if count and times:
+            c = zlib.compressobj(9, zlib.DEFLATED, -15)
+            parts.append((c.compress(bytes(row * count)) + c.flush(zlib.Z_FULL_FLUSH)) * times)
+    parts.append(b"\x03\x00")  # an empty final block
+    parts.append(struct.pack(">I", ((row * height) % 65521) << 16 | 1))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
+            + _png_chunk(b"IEND", b""))

@@ -124,3 +124,178 @@ def test_atomic_write_keeps_every_suffix_for_savers_that_check_it(tmp_path):
     atomic_write(tmp_path / "pretrained.weights.h5", lambda t: (seen.append(t), open(t, "w").close()))
     assert seen[0].endswith(".weights.h5") and seen[0] != str(tmp_path / "pretrained.weights.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrained.weights.h5"]
+
+
+# ----------------------------------------------------------------------------- bounded, total decoding
+def _encoded(ext: str, img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".tif", ".webp", ".ppm", ".pgm", ".ras", ".gif"])
+def test_image_size_reads_the_header_of_each_format(tmp_path, ext):
+    """The pixel limit is only as good as the header reading: each format's size is read
+    without decoding, and agrees with what OpenCV decodes."""
+    from fastes.io import image_size
+
+    img = np.random.default_rng(1).integers(0, 256, (123, 457, 3), dtype=np.uint8)
+    p = tmp_path / f"a{ext}"
+    p.write_bytes(_encoded(ext, img[:, :, 0] if ext == ".pgm" else img))
+    assert image_size(p) == (457, 123) == read_image(p).shape[1::-1]
+    if ext == ".webp":  # the lossless bitstream has its own header
+        p.write_bytes(cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes())
+        assert image_size(p) == (457, 123)
+
+
+def test_image_size_of_a_jpeg_after_large_metadata_segments(tmp_path):
+    from fastes.io import image_size
+
+    jpg = _encoded(".jpg", np.zeros((40, 70, 3), np.uint8))
+    app = b"\xff\xe1" + (65535).to_bytes(2, "big") + bytes(65533)  # three 64 KB APP1 segments first
+    p = tmp_path / "meta.jpg"
+    p.write_bytes(jpg[:2] + app * 3 + jpg[2:])
+    assert image_size(p) == (70, 40)
+    assert read_image(p).shape == (40, 70, 3)
+
+
+def test_an_image_over_the_limit_is_refused_by_size_or_decoded_reduced(tmp_path):
+    img = np.random.default_rng(2).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    png, jpg = tmp_path / "big.png", tmp_path / "big.jpg"
+    png.write_bytes(_encoded(".png", img))
+    jpg.write_bytes(_encoded(".jpg", img))
+    with pytest.raises(ImageError, match=r"big.png: 400x300 image .* over the limit of 0.1 Mpx"):
+        read_image(png, max_pixels=100_000)
+    # JPEG: libjpeg's reduced decoding, the least reduction that fits
+    for limit, shape in ((120_000, (300, 400)), (100_000, (150, 200)), (30_000, (150, 200)),
+                         (29_999, (75, 100)), (2_000, (38, 50))):
+        assert read_image(jpg, max_pixels=limit).shape[:2] == shape, limit
+    with pytest.raises(ImageError, match="over the limit"):
+        read_image(jpg, max_pixels=1_000)  # 1/8 is the least libjpeg decodes
+
+
+def test_the_limit_is_a_module_constant(tmp_path, monkeypatch):
+    import fastes.io as fio
+
+    p = tmp_path / "a.png"
+    p.write_bytes(_encoded(".png", np.zeros((50, 60), np.uint8)))
+    monkeypatch.setattr(fio, "MAX_PIXELS", 2999)
+    with pytest.raises(ImageError, match="over the limit"):
+        read_image(p)
+    monkeypatch.setattr(fio, "MAX_PIXELS", 3000)
+    assert read_image(p).shape == (50, 60)
+
+
+def test_the_limit_from_the_environment(monkeypatch):
+    import fastes.io as fio
+
+    for raw, want in (("", 100_000_000), ("2500000", 2_500_000), ("5e7", 50_000_000), ("1_000", 1000)):
+        monkeypatch.setenv("FASTES_MAX_PIXELS", raw)
+        assert fio._env_max_pixels() == want
+    for raw in ("lots", "0", "-5"):
+        monkeypatch.setenv("FASTES_MAX_PIXELS", raw)
+        with pytest.raises(ValueError, match="FASTES_MAX_PIXELS"):
+            fio._env_max_pixels()
+
+
+def _python(code: str, **env) -> "subprocess.CompletedProcess":
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+def test_opencv_gets_the_same_limit_as_a_backstop(tmp_path):
+    """A format whose header is not read here (Radiance HDR) is still refused above the
+    limit, by OpenCV's own check, which fastes sets before importing cv2."""
+    p = tmp_path / "a.hdr"
+    p.write_bytes(_encoded(".hdr", np.zeros((100, 100, 3), np.float32)))
+    code = (f"import os, fastes, fastes.io as fio\n"
+            f"print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'], fio.MAX_PIXELS)\n"
+            f"try:\n    fastes.read_image({str(p)!r}, max_pixels=10**9)\n"
+            f"except fastes.ImageError as e:\n    print(e)\n")
+    r = _python(code, FASTES_MAX_PIXELS="5000")
+    assert r.returncode == 0, r.stderr
+    limits, err = r.stdout.splitlines()
+    assert limits == "5000 5000"
+    assert "a.hdr: not an image OpenCV can decode (over OpenCV's pixel limit" in err
+    r = _python(f"import fastes; print(fastes.read_image({str(p)!r}).shape[:2])")  # within the default limit
+    assert r.stdout.strip() == "(100, 100)", r.stderr
+
+
+def test_a_30000_pixel_square_png_is_refused_without_allocating_it(tmp_path):
+    """A real, valid 30000x30000 grey PNG (900 Mpx, 0.9 MB compressed): decoding it would
+    take 900 MB; refused from its header, the peak memory of the process barely moves."""
+    from fastes.testing import huge_png
+
+    p = tmp_path / "huge.png"
+    p.write_bytes(huge_png(30000, 30000))
+    code = ("import resource, fastes\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"try:\n    fastes.read_image({str(p)!r})\n"
+            "except fastes.ImageError as e:\n    print(e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    r = _python(code)
+    assert r.returncode == 0, r.stderr
+    message, grown_mb = r.stdout.splitlines()
+    assert "huge.png: 30000x30000 image (900 Mpx) is over the limit" in message
+    assert int(grown_mb) < 50
+
+
+def test_huge_png_is_a_valid_png():
+    """The generator behind the 30000x30000 test writes a PNG OpenCV decodes (small here)."""
+    from fastes.testing import huge_png
+
+    img = cv2.imdecode(np.frombuffer(huge_png(700, 1234), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (1234, 700) and img.dtype == np.uint8 and not img.any()
+
+
+def test_every_decoder_failure_is_an_image_error_naming_the_file(tmp_path, monkeypatch):
+    import fastes.io as fio
+
+    p = tmp_path / "ok.png"
+    p.write_bytes(_encoded(".png", np.zeros((5, 5), np.uint8)))
+    for exc in (cv2.error("boom"), MemoryError(), RuntimeError("codec"), OverflowError("x"), SystemError("y")):
+        def decode(*a, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(fio.cv2, "imdecode", decode)
+        with pytest.raises(ImageError, match="ok.png: "):
+            read_image(p)
+
+
+def test_non_utf8_names_broken_links_and_special_files(tmp_path):
+    import os
+
+    good = _encoded(".png", np.full((6, 7), 9, np.uint8))
+    name = os.fsencode(tmp_path) + b"/bad\xff name.png"
+    with open(name, "wb") as f:
+        f.write(good)
+    assert read_image(name).shape == (6, 7)  # bytes paths work, and their str twin too
+    assert read_image(os.fsdecode(name)).shape == (6, 7)
+    with open(name, "wb") as f:
+        f.write(b"junk")
+    with pytest.raises(ImageError) as info:
+        read_image(name)
+    msg = str(info.value)
+    assert "bad\\xff name.png: not an image" in msg
+    msg.encode("utf-8")  # printable: no lone surrogates in the message
+    assert os.fsencode(info.value.path) == name  # the exact name is kept
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ImageError, match="link.jpg: broken symbolic link"):
+        read_image(tmp_path / "link.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")  # would block a plain read forever
+    with pytest.raises(ImageError, match="pipe.jpg: not a regular file"):
+        read_image(tmp_path / "pipe.jpg")
+
+
+def test_display_path_is_lossless_for_utf8_and_printable_for_anything():
+    import os
+
+    from fastes.io import display_path
+
+    assert display_path("ünïcode/名前.jpg") == "ünïcode/名前.jpg"
+    assert display_path(b"a/b\xff\xfe.jpg") == "a/b\\xff\\xfe.jpg"
+    assert display_path(os.fsdecode(b"b\xff.jpg")) == "b\\xff.jpg"

@@ -128,3 +128,77 @@ def test_test_time_augmentation_is_seeded_and_changes_inputs(sample_landmarks):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a.sum(1), 1, atol=1e-5)
     assert not np.allclose(a, clf(sample_landmarks), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- no confident nonsense
+@pytest.mark.parametrize("bad, why", [
+    (lambda p: np.full_like(p, np.nan), "NaN or inf"),
+    (None, None),  # one column inf
+    (lambda p: p - 0.3, "negative"),
+    (lambda p: np.zeros_like(p), "not probabilities"),
+    (lambda p: p * 3, "not probabilities"),
+])
+def test_a_model_whose_outputs_are_not_probabilities_is_refused_at_load(monkeypatch, bad, why):
+    """NaN, negative or unnormalized outputs (a broken conversion, logits) were turned
+    into confident rows, or into a uniform 0.25; now the model is refused when loaded."""
+    from fastes.pipeline import shipped_models
+    from fastes.runtime import TFLiteModel
+
+    real = TFLiteModel.predict
+
+    def broken(self, x, batch=64):
+        p = real(self, x, batch)
+        if bad is None:
+            p = p.copy()
+            p[:, 0] = np.inf
+            return p
+        return bad(p)
+
+    monkeypatch.setattr(TFLiteModel, "predict", broken)
+    path = shipped_models()["vgg11_fast_int8"]
+    with pytest.raises(ModelError, match=f"vgg11_fast_int8.tflite: .*{why or 'NaN or inf'}"):
+        load_classifier(path)
+
+
+def test_nan_outputs_after_loading_are_refused_per_batch(monkeypatch, sample_landmarks):
+    from fastes.pipeline import shipped_models
+    from fastes.runtime import TFLiteModel
+
+    clf = load_classifier(shipped_models()["vgg11_fast_int8"])
+    good = clf(sample_landmarks)
+    np.testing.assert_allclose(good.sum(1), 1, atol=1e-6)  # int8 rounding still rescaled
+    real = TFLiteModel.predict
+
+    def nan_on_row_1(self, x, batch=64):
+        p = real(self, x, batch)
+        p[1:2] = np.nan
+        return p
+
+    monkeypatch.setattr(TFLiteModel, "predict", nan_on_row_1)
+    with pytest.raises(ModelError, match="NaN"):
+        clf(sample_landmarks)
+
+
+def test_check_probabilities_tolerates_int8_rounding_only():
+    from fastes.runtime import PROB_SUM_TOL, check_probabilities
+
+    p = np.array([[0.5, 0.25, 0.25, 0.0], [0.2, 0.2, 0.2, 0.4 - 0.008], [0.1, 0.1, 0.1, 0.7 + PROB_SUM_TOL / 2]],
+                 np.float32)
+    assert check_probabilities(p, "m") is p
+    assert check_probabilities(np.zeros((0, 4), np.float32), "m").shape == (0, 4)
+    for row in ([0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1], [1.2, -0.2, 0, 0]):
+        with pytest.raises(ModelError, match="^m: "):
+            check_probabilities(np.array([row], np.float32), "m")
+
+
+def test_a_tflite_model_without_softmax_is_refused(tmp_path):
+    """A real converted model that outputs logits (no softmax): refused when loaded."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((16, 16, 1))
+    m = keras.Model(inp, keras.layers.Dense(4, bias_initializer="ones")(keras.layers.Flatten()(inp)))
+    m.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    p = tmp_path / "logits.tflite"
+    p.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert())
+    with pytest.raises(ModelError, match="logits.tflite: .*(negative|not probabilities)"):
+        load_classifier(p)

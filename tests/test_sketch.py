@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,3 +314,58 @@ def test_streamed_output_equals_drawing_in_place(sample_landmarks, parallel):
         kernel(*args, True, out)
         np.testing.assert_array_equal(out, direct)
         assert (raw[:offset] == 77).all() and (raw[offset + direct.size:] == 77).all()  # nothing outside
+
+
+# ----------------------------------------------------------------------------- Numba cache
+def test_no_writable_cache_folder_falls_back_to_temp_then_to_no_cache(tmp_path, monkeypatch):
+    """A read-only install with no writable HOME: Numba would refuse to define the kernels
+    (import fastes failed); fastes picks a temp folder, else compiles without a cache."""
+    from numba.core import config
+
+    from fastes import _jit
+
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "__pycache__").write_text("")  # the package's own cache folder cannot be made
+    (src / "mod.py").write_text("")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    monkeypatch.setenv("HOME", str(blocked))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked / "cache"))
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    ok, folder, note = _jit.choose_cache(str(src / "mod.py"), temp_root=str(tmp_path / "tmp"))
+    assert ok and folder == str(tmp_path / "tmp" / f"fastes-numba-cache-{os.getuid()}")
+    assert note.count("\n") == 0 and folder in note and "is writable" in note
+    ok, folder, note = _jit.choose_cache(str(src / "mod.py"), temp_root=str(blocked / "tmp"))
+    assert (ok, folder) == (False, None) and "no cache" in note
+    monkeypatch.setattr(config, "CACHE_DIR", str(blocked / "numba"))  # an unwritable NUMBA_CACHE_DIR is said
+    (src / "__pycache__").unlink()
+    ok, folder, note = _jit.choose_cache(str(src / "mod.py"))
+    assert ok and folder is None and "NUMBA_CACHE_DIR" in note and str(src / "__pycache__") in note
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    assert _jit.choose_cache(str(src / "mod.py")) == (True, None, None)  # the normal case says nothing
+
+
+def test_a_read_only_install_without_home_still_imports_and_draws(tmp_path):
+    """The package copied where its __pycache__ cannot be made, HOME a file: import and
+    draw in a fresh process; one line on stderr says where the kernels are cached."""
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = Path(fastes.__file__).parent
+    shutil.copytree(pkg, tmp_path / "fastes", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    (tmp_path / "fastes" / "__pycache__").write_text("")
+    (tmp_path / "home").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp_path / "home"),
+           "XDG_CACHE_HOME": str(tmp_path / "home" / "cache"), "TMPDIR": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    np.save(tmp_path / "lm.npy", frontal_face())
+    code = ("import fastes, numpy as np\n"
+            "print(fastes.__file__, int(fastes.sketch(np.load('lm.npy')).max()))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "fastes" / "__init__.py"), "255"]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("fastes:")]
+    assert len(lines) == 1 and "fastes-numba-cache-" in lines[0], r.stderr
