@@ -1,6 +1,6 @@
 """Experiment: VGG11 on the sketch plus the exact remapped landmark coordinates.
 
-    python tools/two_input_cv.py [--points 34|68] [--width 0.25] [--epochs 60] [--jitter 1.5]
+    python tools/experiments/two_input_cv.py [--points 34|68] [--width 0.25] [--epochs 60] [--jitter 1.5]
                                  [--rotate 8] [--no-mirror] [--out FILE.jsonl]
 
 The networks lose to logistic regression on the points themselves (0.73 vs 0.77,
@@ -8,7 +8,7 @@ models/README.md), and the sketch quantizes each point to ~5 px at 48 px input. 
 feeds the remapped points (the 34 drawn ones, or all 68) as a second input beside the
 sketch: VGG11's conv trunk on the sketch, a 2-layer MLP on the points, concatenated
 before the classifier. Same 5-fold subject-disjoint folds, augmentation and schedule as
-``tools/experiments.py``; prints accuracy, macro F1 and per-dataset accuracy, and
+``tools/experiments/cross_validate.py``; prints accuracy, macro F1 and per-dataset accuracy, and
 appends one JSON line to ``--out``. A measurement only: the runtime feeds sketches alone.
 """
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Where a cross-validated network's errors are: by landmark quality, group and class,
 with a gallery of the sketches it got wrong.
 
-    python tools/error_analysis.py [RUN@DIR] [--gallery OUT.png] [--gallery-datasets london]
+    python tools/experiments/error_analysis.py [RUN@DIR] [--gallery OUT.png] [--gallery-datasets london]
 
 ``RUN@DIR`` (default: the shipped recipe, ``vgg11:48:none:60:dropout=0.1:width=0.25@runs/cv``)
-names a run of ``tools/experiments.py RUN --workdir DIR``; its stored held-out
+names a run of ``tools/experiments/cross_validate.py RUN --workdir DIR``; its stored held-out
 probabilities are read (no network is run, TensorFlow is not needed). The 68-point
-logistic regression (``tools/baseline_logreg.py``) is scored on the same folds beside it.
+logistic regression (``tools/experiments/baseline_logreg.py``) is scored on the same folds beside it.
 
 Landmark quality has no ground truth in these data; its proxy here is how far apart the
 two front ends (Haar crop + dlib, the training path; BlazeFace crop + dlib) put the 34
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))
-sys.path.insert(1, os.fspath(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, os.fspath(Path(__file__).resolve().parents[2]))
 
 from baseline_logreg import DRAWN  # noqa: E402  (tools/ on the path)
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     spec, workdir = a.run.rsplit("@", 1)
 
     from ensemble_cv import logreg_probs, member_probs
-    from experiments import parse_run
+    from cross_validate import parse_run
 
     from fastes import CLASSES
     from fastes.data import subject_folds

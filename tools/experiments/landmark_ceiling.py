@@ -4,7 +4,7 @@ as wrong). If no classifier on the exact points gets far above the networks, the
 sketches are not what holds them back.
 
     pip install scikit-learn      # not a fastes dependency; only this script needs it
-    python tools/landmark_ceiling.py
+    python tools/experiments/landmark_ceiling.py
 
 Features: the 68 remapped points (x, y), or the pairwise distances between the 34 drawn
 points. Prints accuracy, macro F1, black subjects' accuracy (the worst group) and
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[2]))
 try:
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

@@ -1,6 +1,6 @@
 """int8 agreement with Keras for several percentile calibrations (``fastes convert --percentile``).
 
-    python tools/percentile_sweep.py runs/resnet50/model.keras [--calibration 256 1024]
+    python tools/experiments/percentile_sweep.py runs/resnet50/model.keras [--calibration 256 1024]
         [--percentiles 100 99.9995 99.999 99.998 99.995 99.99]
 
 Wild faces of the landmark cache, shuffled as ``fastes.convert.sketch_sets`` does: the
@@ -9,7 +9,7 @@ posed ones (n = 256 is ``fastes convert``'s own set); the wild faces after the l
 calibration set are a *selection* set, for choosing P without looking at the 600.
 Prints top-1 agreement of TFLite's own min/max calibration and of each P on both sets.
 Calibration runs once per size; each P only re-quantizes. Needs the ``train`` extra.
-Measured on the shipped ResNet50 (models/README.md, session 6): 0.972 -> 0.983 at 99.9995.
+Measured on the shipped ResNet50 (docs/experiments.md, int8): 0.972 -> 0.983 at 99.9995.
 """
 from __future__ import annotations
 

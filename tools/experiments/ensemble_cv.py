@@ -1,15 +1,15 @@
 """Ensembles of cross-validated networks (and the landmark regression), scored on the
 same held-out faces: does averaging what the folds learned reach the issue's targets?
 
-    python tools/ensemble_cv.py RUN@DIR [RUN@DIR ...] [--tta 8] [--logreg]
+    python tools/experiments/ensemble_cv.py RUN@DIR [RUN@DIR ...] [--tta 8] [--logreg]
 
 ``RUN@DIR``: a run spec and the ``--workdir`` it was cross-validated with by
-``tools/experiments.py RUN --workdir DIR`` (5-fold subject-disjoint, Haar landmarks).
+``tools/experiments/cross_validate.py RUN --workdir DIR`` (5-fold subject-disjoint, Haar landmarks).
 Each member's held-out probabilities come from its stored folds (``fold{f}.npz``);
 with ``--tta N`` every fold model is rebuilt from its weights and predicts its held-out
 faces through ``fastes.runtime.Augmented`` (N copies; cached beside the weights as
 ``heldout_tta{N}.npy``). ``--logreg`` adds the softmax regression on all 68 remapped
-points (``tools/baseline_logreg.py``, same folds). Members are averaged with equal
+points (``tools/experiments/baseline_logreg.py``, same folds). Members are averaged with equal
 weight. Every subset of members is scored; choosing the best subset on the faces it is
 scored on is optimistic, so the ensemble of all members is the figure to quote.
 A missed face counts as wrong, as everywhere.
@@ -27,14 +27,14 @@ import numpy as np
 
 def member_probs(spec: str, workdir: Path, faces, folds: np.ndarray, tta: int) -> np.ndarray:
     """(N, 4) held-out probabilities of one cross-validation run (NaN: no face)."""
-    from experiments import parse_run
+    from cross_validate import parse_run
 
     from fastes.runtime import Augmented, KerasClassifier
     from fastes.train import fold_model
 
     wd = workdir / spec.replace(":", "_")
     if not (wd / "fold4.npz").exists():
-        raise SystemExit(f"{wd}: no finished folds (run tools/experiments.py {spec} --workdir {workdir})")
+        raise SystemExit(f"{wd}: no finished folds (run tools/experiments/cross_validate.py {spec} --workdir {workdir})")
     cache = wd / f"heldout_tta{tta}.npy"
     if tta and cache.exists():
         return np.load(cache)
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tta", type=int, default=0, metavar="N", help="N-copy test-time augmentation per network")
     ap.add_argument("--logreg", action="store_true", help="add the 68-point logistic regression as a member")
     a = ap.parse_args(argv)
-    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[2]))
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, group_accuracies, metrics
     from fastes.train import load_faces

@@ -1,6 +1,6 @@
 """Fit and check how a BlazeFace detection is turned into the crop dlib expects.
 
-    python tools/calibrate_blazeface.py
+    python tools/make/calibrate_blazeface.py
 
 dlib's 68-point predictor is sensitive to how its box frames the face. For each posed
 image of ../shared/data found by both front ends, the Haar path's landmarks (landmark

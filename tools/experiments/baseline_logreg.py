@@ -1,9 +1,9 @@
 """The floor to beat: multinomial logistic regression on remapped landmark coordinates,
 5-fold subject-disjoint over the posed sets (jaffe, ckplus, fei, london).
 
-    python tools/baseline_logreg.py            # needs the landmark cache (built on demand)
-    python tools/baseline_logreg.py --train-detector haar --test-detector blazeface
-    python tools/baseline_logreg.py --augmented
+    python tools/experiments/baseline_logreg.py            # needs the landmark cache (built on demand)
+    python tools/experiments/baseline_logreg.py --train-detector haar --test-detector blazeface
+    python tools/experiments/baseline_logreg.py --augmented
 
 The second form trains each fold on one front end's landmarks and tests on another's:
 does a model fitted on the paper's Haar path lose accuracy on BlazeFace landmarks?

@@ -1,10 +1,10 @@
 """Does the default front end cost accuracy on unseen faces? Cross-validated fold models
 trained on one detector's landmarks, tested on their held-out faces with another's.
 
-    python tools/cross_front_end.py RUN --workdir DIR [--train-detector haar] [--test-detector blazeface]
+    python tools/experiments/cross_front_end.py RUN --workdir DIR [--train-detector haar] [--test-detector blazeface]
                                     [--tta N]
 
-``RUN`` and ``DIR`` as given to ``tools/experiments.py RUN --workdir DIR`` (which keeps
+``RUN`` and ``DIR`` as given to ``tools/experiments/cross_validate.py RUN --workdir DIR`` (which keeps
 each fold's weights): every fold's model is rebuilt from ``DIR/<run>/fold{f}.weights.h5``
 and predicts its held-out faces twice, from the landmarks of each front end (a face the
 front end misses counts as wrong, as everywhere). The folds are recomputed exactly as
@@ -27,13 +27,13 @@ import numpy as np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="the run spec, e.g. vgg11:48:none:60:dropout=0.1:width=0.25")
-    ap.add_argument("--workdir", required=True, help="the --workdir of tools/experiments.py")
+    ap.add_argument("--workdir", required=True, help="the --workdir of tools/experiments/cross_validate.py")
     ap.add_argument("--train-detector", default="haar", help="front end the folds were trained on (default haar)")
     ap.add_argument("--test-detector", default="blazeface", help="front end to test with (default blazeface)")
     ap.add_argument("--tta", type=int, default=0, metavar="N", help="also score with N-copy test-time augmentation")
     a = ap.parse_args(argv)
-    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
-    from experiments import parse_run
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[2]))
+    from cross_validate import parse_run
 
     from fastes.data import subject_folds
     from fastes.evaluate import MISSED, group_accuracies, metrics
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     tag = "" if a.train_detector == "haar" else f"@{a.train_detector}"
     wd = Path(a.workdir) / (a.run.replace(":", "_") + tag)
     if not (wd / "fold0.weights.h5").exists():
-        ap.error(f"no fold weights in {wd} (run tools/experiments.py {a.run} --workdir {a.workdir} first)")
+        ap.error(f"no fold weights in {wd} (run tools/experiments/cross_validate.py {a.run} --workdir {a.workdir} first)")
     sets = {d: load_faces(detector=d) for d in (a.train_detector, a.test_detector)}
     ref = sets[a.train_detector]
     for d, s in sets.items():  # the same rows in the same order, whatever the front end

@@ -1,6 +1,6 @@
 """Experiment: is an int8 BlazeFace faster than the shipped float one? (It was not.)
 
-    python tools/blazeface_int8.py [--out short_int8.tflite] [--n 1500]
+    python tools/experiments/blazeface_int8.py [--out short_int8.tflite] [--n 1500]
 
 Rebuilds the short-range BlazeFace in Keras from its ``.tflite`` (the flatbuffer read
 with TensorFlow's schema module: 10 op types, fp16 weights), checks the rebuilt

@@ -1,6 +1,6 @@
 """Where the time of one image -> label goes, stage by stage, in pipeline order.
 
-    python tools/stage_split.py [--detector blazeface] [--model default] [--n 500]
+    python tools/experiments/stage_split.py [--detector blazeface] [--model default] [--n 500]
 
 Runs the steps of ``Pipeline.run`` one after another on a 640x480 one-face frame (a
 bundled sample on grey), on one core, timing each; the caches hold what a real run

@@ -1,7 +1,7 @@
 """5-fold subject-disjoint cross-validation of the networks over the posed sets.
 
-    python tools/experiments.py --export DIR          # landmarks + labels -> DIR/*.npz
-    python tools/experiments.py RUN [RUN ...] --out results.jsonl [--faces DIR]
+    python tools/experiments/cross_validate.py --export DIR          # landmarks + labels -> DIR/*.npz
+    python tools/experiments/cross_validate.py RUN [RUN ...] --out results.jsonl [--faces DIR]
 
 A RUN is ``net:size:pretrain:epochs[:noaug][:key=value...]``, e.g. ``vgg11:64:mnist:40`` or
 ``vgg11:48:none:60:dropout=0.1`` (keys: fields of ``fastes.train.TrainConfig``). Each run
@@ -126,5 +126,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[2]))
     sys.exit(main())
