@@ -144,10 +144,10 @@ class Pipeline:
         self.order = order
 
     def _array(self, image) -> tuple[np.ndarray, str]:
-        if isinstance(image, (str, os.PathLike)):
+        if isinstance(image, (str, bytes, os.PathLike)):
             return read_image(image), "bgr"
         if _is_pil(image):
-            return np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB")), "rgb"
+            return pil_array(image), "rgb"
         return np.asarray(image), self.order
 
     def run(self, image) -> list[Face]:
@@ -260,6 +260,43 @@ class Pipeline:
 def _is_pil(image) -> bool:
     """A PIL image (duck-typed: PIL is not a dependency)."""
     return hasattr(image, "mode") and hasattr(image, "convert")
+
+
+_PIL_GREY = ("1", "L", "LA", "La")  # alpha is dropped, as read_image drops it from a file
+_PIL_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def pil_array(image) -> np.ndarray:
+    """A PIL image as the array :func:`fastes.read_image` gives for the same pixels in a
+    file: EXIF orientation applied; grey modes (``1``, ``L``, ``LA``) as 2-D ``uint8``;
+    16-bit (``I;16*``, and ``I``, clipped to 0..65535, the mode older Pillows open
+    16-bit PNGs in) as 2-D ``uint16``; ``F`` as 2-D ``uint8`` with PIL's own 0..255 scale
+    (rounded, clipped; NaN is an :class:`ImageError`); every other mode (``P``,
+    ``RGBA``, ``CMYK``, ``YCbCr``, ...) as ``uint8`` RGB, alpha dropped."""
+    orientation = 1
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # no or unreadable EXIF: nothing to apply
+        pass
+    if orientation not in (None, 1):
+        from PIL import ImageOps  # a PIL image: PIL is installed
+
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in _PIL_16:
+        return np.asarray(image).astype(np.uint16, copy=False)
+    if mode in ("I", "I;32", "I;32L", "I;32B"):
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if mode == "F":
+        a = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(a).all():
+            from .io import ImageError
+
+            raise ImageError("PIL image of mode F contains NaN or inf")
+        return np.clip(np.floor(a + 0.5), 0, 255).astype(np.uint8)
+    if mode in _PIL_GREY:
+        return np.asarray(image if mode == "L" else image.convert("L"))
+    return np.asarray(image if mode == "RGB" else image.convert("RGB"))
 
 
 class Tracker:

@@ -190,3 +190,71 @@ def test_pipeline_takes_a_crop_mode_finder(finder, sample_paths):
     pipe = fastes.Pipeline(detector=FaceFinder(crop="always"))
     faces = pipe.run(small)
     assert len(faces) == 1 and faces[0].probs.shape == (4,) and faces[0].box == (0, 0, 48, 48)
+
+
+# ----------------------------------------------------------------------------- PIL images, every mode
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "I;16", "RGB", "RGBA", "I", "F", "CMYK"])
+def test_pil_images_give_the_faces_of_the_same_pixels_read_from_a_file(finder, sample_paths, mode, tmp_path):
+    """A PIL image of each mode gives the array (and so the faces) that read_image gives
+    for the same pixels saved to a file; 16-bit, int and float modes were read as 8-bit
+    garbage or failed before."""
+    Image = pytest.importorskip("PIL.Image")
+    from fastes.pipeline import pil_array
+
+    rgb = cv2.cvtColor(fastes.read_image(sample_paths[0]), cv2.COLOR_BGR2RGB)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if mode == "I;16":
+        pil = Image.fromarray(grey.astype(np.uint16) * 257)  # a 16-bit grey image
+    elif mode == "I":
+        pil = Image.fromarray(grey.astype(np.int32) * 257)
+    elif mode == "F":
+        pil = Image.fromarray(grey.astype(np.float32))  # PIL's scale: 0..255
+    elif mode in ("LA", "RGBA"):
+        alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+        base = grey if mode == "LA" else rgb
+        pil = Image.fromarray(np.dstack([base, alpha]), mode)
+    elif mode == "P":
+        pil = Image.fromarray(rgb).quantize(64)
+    else:
+        pil = Image.fromarray(rgb).convert(mode)
+    arr = pil_array(pil)
+    if mode in ("I", "F", "CMYK"):  # no file OpenCV reads holds these as PIL does: compare the pixels
+        want = {"I": grey.astype(np.uint16) * 257, "F": grey, "CMYK": np.asarray(pil.convert("RGB"))}[mode]
+        from_file = want if want.ndim == 2 else cv2.cvtColor(want, cv2.COLOR_RGB2BGR)
+    else:
+        pil.save(tmp_path / "a.png")
+        from_file = fastes.read_image(tmp_path / "a.png")
+    assert arr.dtype == from_file.dtype and arr.shape[:2] == from_file.shape[:2]  # (OpenCV reads LA as 3 channels)
+    np.testing.assert_array_equal(to_grey(arr, "rgb"), to_grey(from_file, "bgr"))
+    a, b = finder(arr, order="rgb"), finder(from_file, order="bgr")
+    assert len(a) == len(b) == 1
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_pil_images_follow_their_exif_orientation(finder, sample_paths, tmp_path):
+    """A camera JPEG stored sideways with EXIF orientation 6: PIL opens the stored pixels,
+    OpenCV applies the rotation; the pipeline applies it to PIL images too."""
+    Image = pytest.importorskip("PIL.Image")
+    from fastes.pipeline import pil_array
+
+    rgb = cv2.cvtColor(fastes.read_image(sample_paths[0]), cv2.COLOR_BGR2RGB)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1)))  # 6: rotate 90 clockwise to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "cam.jpg", exif=exif, quality=95)
+    from_file = fastes.read_image(tmp_path / "cam.jpg")
+    assert from_file.shape[:2] == rgb.shape[:2]
+    arr = pil_array(Image.open(tmp_path / "cam.jpg"))
+    assert arr.shape == from_file.shape
+    assert np.abs(to_grey(arr, "rgb").astype(int) - to_grey(from_file).astype(int)).mean() < 2
+    a, b = finder(arr, order="rgb"), finder(from_file)
+    assert len(a) == len(b) == 1
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=3)
+
+
+def test_pil_float_images_with_nan_are_an_image_error():
+    Image = pytest.importorskip("PIL.Image")
+    from fastes.pipeline import pil_array
+
+    with pytest.raises(fastes.ImageError, match="NaN"):
+        pil_array(Image.fromarray(np.full((8, 8), np.nan, np.float32)))
