@@ -1,6 +1,6 @@
 """Detectors side by side, one core: time per image from 320x240 to 4K (one face), and
 time and faces found for 1 to 16 faces per 1920x1080 image (synthetic collages).
-Detection rates on ../shared/data and false detections: tools/detector_table.py."""
+Detection rates on ../shared/data and false detections: tools/make/detector_table.py."""
 from __future__ import annotations
 
 import pytest

@@ -4,7 +4,7 @@
                                  [--rotate 8] [--no-mirror] [--out FILE.jsonl]
 
 The networks lose to logistic regression on the points themselves (0.73 vs 0.77,
-models/README.md), and the sketch quantizes each point to ~5 px at 48 px input. This
+docs/experiments.md), and the sketch quantizes each point to ~5 px at 48 px input. This
 feeds the remapped points (the 34 drawn ones, or all 68) as a second input beside the
 sketch: VGG11's conv trunk on the sketch, a 2-layer MLP on the points, concatenated
 before the classifier. Same 5-fold subject-disjoint folds, augmentation and schedule as
