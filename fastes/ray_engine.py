@@ -86,6 +86,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     except ImportError:
         raise BatchError("--engine ray needs Ray: pip install 'fastes[ray]'") from None
     t0 = time.perf_counter()
+    if address and address != "auto":
+        _reachable(address)
     if ray.is_initialized():
         return 0.0
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -100,6 +102,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BatchError(f"cannot connect to {where}: {msg}") from None
     return time.perf_counter() - t0
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at ``address`` (``ray.init`` would
+    retry for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise BatchError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BatchError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e}") from None
 
 
 def run_ray(items: list[Item], opts: Options, workers: int, address: str | None,
