@@ -417,6 +417,9 @@ def run(inputs: Iterable[str | os.PathLike] | None = None, out: str | os.PathLik
     check_output(out)
     items = [Item(Path(f"webcam{webcam}"), Path(f"webcam{webcam}"))] if webcam is not None else \
         expand_inputs(inputs or [])
+    if out is not None:  # an output inside an input folder is not an input
+        own = Path(out).resolve()
+        items = [it for it in items if it.error or it.path.resolve() != own]
     summary = Summary(out=Path(out) if out is not None else None, rows=[] if out is None else None)
     t0 = time.perf_counter()
     table = Table(out, resume, opts.landmarks) if out is not None else None

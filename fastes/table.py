@@ -262,6 +262,8 @@ def read_rows(path: str | os.PathLike, tolerant: bool = False, fmt: str | None =
     if "\x00" in text:
         raise BatchError(f"{p}: cannot be resumed: not a text table")
     cut = bool(text) and not text.endswith("\n")
+    partial: str | None = None  # the (maybe cut) source of a malformed last row
+    malformed = False
     rows: list[dict] = []
     if fmt == "jsonl":
         lines = text.splitlines()
@@ -274,7 +276,7 @@ def read_rows(path: str | os.PathLike, tolerant: bool = False, fmt: str | None =
                     raise ValueError("not a row")
             except ValueError:
                 if tolerant and n == len(lines) - 1:
-                    cut = True
+                    malformed, partial = True, _json_source(line)
                     break
                 raise BatchError(f"{p}:{n + 1}: cannot be resumed: not a fastes JSON row") from None
             rows.append(r)
@@ -285,15 +287,36 @@ def read_rows(path: str | os.PathLike, tolerant: bool = False, fmt: str | None =
                              f"(no 'source'/'error' columns)")
         for r in reader:
             if None in r or any(v is None for v in r.values()):  # too many or too few fields
-                if tolerant:
-                    cut = True
+                if tolerant and reader.line_num == len(text.splitlines()):
+                    malformed, partial = True, r.get("source")
                     break
                 raise BatchError(f"{p}:{reader.line_num}: cannot be resumed: malformed row")
             rows.append({k: _csv_value(v) for k, v in r.items()})
-    if (cut and tolerant or drop_last) and rows:
-        last = rows[-1]["source"]
+    if not rows:
+        return rows
+    # Rows of one input are contiguous and written together, so only the last input can be
+    # partly written: drop it when the file is cut there (a cut row may belong to it).
+    last = rows[-1]["source"]
+    if drop_last or (tolerant and cut and not malformed) or (
+            malformed and (partial is None or str(last).startswith(partial))):
         rows = [r for r in rows if r["source"] != last]
     return rows
+
+
+def _json_source(line: str) -> str | None:
+    """The source of a cut JSON row (its first key), as far as it goes; None if cut before."""
+    import re
+
+    m = re.match(r'\{"source": "((?:[^"\\]|\\.)*)', line)
+    if not m:
+        return None
+    frag = m.group(1)
+    for end in range(len(frag), max(-1, len(frag) - 7), -1):  # a cut escape: shorten it
+        try:
+            return json.loads(f'"{frag[:end]}"')
+        except ValueError:
+            continue
+    return None
 
 
 def _csv_value(v: str):
