@@ -15,6 +15,7 @@ as wrong in `accuracy`; `accuracy_detected` leaves those rows out.
 ``--augmented`` also fits each fold on 8 augmented copies of its training faces, with
 the networks' augmentation (``fastes.sketch.augment``) and variants of it: how much of
 the floor's lead over the networks comes from training on plain landmarks.
+Findings: docs/experiments.md, "Why do the networks not beat a linear model on the landmarks?"
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Experiment: is an int8 BlazeFace faster than the shipped float one? (It was not.)
+"""Experiment: is an int8 BlazeFace faster than the shipped float one? (Not on AVX2.)
 
     python tools/experiments/blazeface_int8.py [--out short_int8.tflite] [--n 1500]
 
@@ -7,8 +7,12 @@ with TensorFlow's schema module: 10 op types, fp16 weights), checks the rebuilt
 network against LiteRT on a random input, quantizes it to full int8 (float I/O) on 400
 letterboxed faces from the shared data plus the bundled samples and 60 non-face
 scenes, then times both models' invoke alternately on one thread. Needs the ``train``
-extra (TensorFlow). Measured here (AVX2, no VNNI): rebuilt outputs within 5e-5;
-invoke 2.11 ms float vs 2.62 ms int8 (medians of 1,500): the float model stays.
+extra (TensorFlow). Measured on an AMD EPYC (AVX2, no VNNI): rebuilt outputs within 5e-5;
+invoke 2.11 ms float vs 2.62 ms int8 (medians of 1,500): the float model stays. On an
+Intel Xeon with AVX-512 VNNI, shared cores, --n 50: int8 1.10 ms vs float 1.25 ms.
+The Keras reference runs before any LiteRT interpreter exists: with TensorFlow 2.21,
+Keras predict after a LiteRT invoke in the same process crashed (segmentation fault).
+Findings: docs/experiments.md, "Is an int8 BlazeFace faster?"
 """
 from __future__ import annotations
 
@@ -83,7 +87,7 @@ def rebuild(path: Path):
 
 
 def calibration_inputs(n: int = 400) -> list[np.ndarray]:
-    from fastes.cli import sample_images
+    from fastes.samples import sample_images
     from fastes.data import data_root
     from fastes.testing import frame_with_face, nonface_images
 
@@ -112,13 +116,14 @@ def main(argv=None) -> int:
 
     src = _blazeface_dir() / "face_detection_short_range.tflite"
     model = rebuild(src)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    ref = [np.asarray(k) for k in model(x, training=False)]  # before any LiteRT interpreter exists
     it = interpreter_class()(model_path=str(src), num_threads=1)
     it.allocate_tensors()
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
     outs = {tuple(d["shape"]): it.get_tensor(d["index"]) for d in it.get_output_details()}
-    diff = max(float(np.abs(np.asarray(k) - outs[tuple(k.shape)]).max()) for k in model.predict(x, verbose=0))
+    diff = max(float(np.abs(k - outs[tuple(k.shape)]).max()) for k in ref)
     print(f"rebuilt network vs LiteRT: max abs difference {diff:.2e}")
 
     samples = calibration_inputs()

@@ -12,6 +12,7 @@ the run made them (same rows, same seed). Prints both accuracies per fold and ov
 and the share of held-out faces whose label changes. ``--tta N`` also scores the
 training front end's landmarks through ``fastes.runtime.Augmented`` (test-time
 augmentation, N copies), the code ``--tta`` runs in ``fastes run`` / ``evaluate``.
+Findings: docs/experiments.md, "Does the default front end (BlazeFace) cost accuracy? / Does test-time augmentation help?"
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ appends one JSON line: its config, the metrics of ``fastes.evaluate.metrics`` (m
 faces wrong), seconds per fold and the Keras backend. Runs already in the output file
 are skipped (resumable). ``--faces DIR`` reads an ``--export`` made elsewhere, so this
 runs on a machine without the images (e.g. a GPU machine with the JAX backend).
+Findings: docs/experiments.md (every question; records in models/experiments.jsonl).
 """
 from __future__ import annotations
 

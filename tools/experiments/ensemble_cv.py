@@ -13,6 +13,7 @@ points (``tools/experiments/baseline_logreg.py``, same folds). Members are avera
 weight. Every subset of members is scored; choosing the best subset on the faces it is
 scored on is optimistic, so the ensemble of all members is the figure to quote.
 A missed face counts as wrong, as everywhere.
+Findings: docs/experiments.md, "Do ensembles help?"
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ Runs the steps of ``Pipeline.run`` one after another on a 640x480 one-face frame
 bundled sample on grey), on one core, timing each; the caches hold what a real run
 leaves in them (a stage timed alone, as ``fastes bench`` does, can look faster: the
 landmark model's 65 MB are then still cached). Prints medians and the sum.
+Findings: docs/results.md, "Where the time goes".
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numba
 import numpy as np
 
 from fastes import read_image
-from fastes.cli import sample_images
+from fastes.samples import sample_images
 from fastes.detect import HaarDetector
 from fastes.io import to_grey
 from fastes.pipeline import Pipeline

@@ -10,6 +10,7 @@ sketch: VGG11's conv trunk on the sketch, a 2-layer MLP on the points, concatena
 before the classifier. Same 5-fold subject-disjoint folds, augmentation and schedule as
 ``tools/experiments/cross_validate.py``; prints accuracy, macro F1 and per-dataset accuracy, and
 appends one JSON line to ``--out``. A measurement only: the runtime feeds sketches alone.
+Findings: docs/experiments.md, "Why do the networks not beat a linear model on the landmarks?"
 """
 from __future__ import annotations
 
