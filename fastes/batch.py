@@ -15,6 +15,7 @@ is a thin caller.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import stat
@@ -440,7 +441,8 @@ def run(inputs: Iterable[str | os.PathLike] | None = None, out: str | os.PathLik
             if engine == "ray":
                 from .ray_engine import run_ray
 
-                summary.startup_seconds = run_ray(todo, opts, workers, address, finish, progress)
+                summary.startup_seconds = run_ray(todo, functools.partial(Worker, opts), workers, address, finish,
+                                                  progress)
             else:
                 _run_local(todo, opts, workers, finish, progress, webcam, on_frame)
     except (KeyboardInterrupt, Terminated):

@@ -4,7 +4,7 @@ Inputs are cut into tasks (a run of up to ``TASK_IMAGES`` consecutive images, or
 video) in input order; each task is one row of a Ray Data dataset made from the task
 list (no read task: on a 2-CPU machine a read task and two 1-CPU actors would wait for
 each other). ``workers`` actors of :class:`_Actor` each build one
-:class:`fastes.batch.Worker` (detector, landmark model and classifier loaded once) and
+:class:`fastes.batch.Worker` (given by the caller; detector, landmark model and classifier loaded once) and
 turn a task's files into rows with fastes' own reader: every unreadable file is an error
 row, not a failed task. Results come back in input order and are written by the same
 :class:`fastes.batch.Table` as the local engine, so the rows are the same. An actor that
@@ -28,17 +28,17 @@ from typing import Callable
 
 import numpy as np
 
-from .batch import BatchError, Item, Options, Worker
+from .table import BatchError
 
 __all__ = ["run_ray", "TASK_IMAGES", "init_ray"]
 
 TASK_IMAGES = 16  # images per task: ~80 ms of work, against a few ms of Ray overhead per task
 
 
-def _tasks(items: list[Item], per_task: int) -> list[list[Item]]:
-    """Consecutive images in tasks of ``per_task``; each video (or walk error) alone."""
-    tasks: list[list[Item]] = []
-    run: list[Item] = []
+def _tasks(items: list, per_task: int) -> list[list]:
+    """Consecutive images in tasks of ``per_task``; each video alone."""
+    tasks: list[list] = []
+    run: list = []
     for it in items:
         if it.is_video:
             if run:
@@ -55,26 +55,33 @@ def _tasks(items: list[Item], per_task: int) -> list[list[Item]]:
     return tasks
 
 
-def _encode(task: list[Item]) -> str:
+def _encode(task: list) -> str:
     # JSON keeps file names that are not UTF-8 (surrogate escapes) losslessly
     return json.dumps([[str(it.path), str(it.rel), it.error] for it in task])
 
 
-def _decode(task: str) -> list[Item]:
-    return [Item(Path(p), Path(r), e) for p, r, e in json.loads(task)]
+def _decode(task: str, item_type) -> list:
+    return [item_type(Path(p), Path(r), e) for p, r, e in json.loads(task)]
 
 
 class _Actor:
-    """One Ray worker: one fastes pipeline, reused for every task it is given."""
+    """One Ray worker: one :class:`fastes.batch.Worker` (made by ``MAKE``), reused for
+    every task it is given."""
 
-    OPTIONS: dict = {}
+    MAKE: Callable = None  # a picklable factory of the worker
+    ITEM: type = None      # the input type (fastes.batch.Item)
 
     def __init__(self):
+        import cv2
+        import numba
+
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.worker = Worker(Options(**self.OPTIONS))
+        cv2.setNumThreads(1)  # one CPU per actor: no pool of threads inside it
+        numba.set_num_threads(1)
+        self.worker = type(self).MAKE()
 
     def __call__(self, batch: dict) -> dict:
-        out = [json.dumps([self.worker.process(it) for it in _decode(str(t))]) for t in batch["task"]]
+        out = [json.dumps([self.worker.process(it) for it in _decode(str(t), type(self).ITEM)]) for t in batch["task"]]
         return {"rows": np.array(out, dtype=object)}
 
 
@@ -119,10 +126,12 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
         raise BatchError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def run_ray(items: list[Item], opts: Options, workers: int, address: str | None,
+def run_ray(items: list, make_worker: Callable, workers: int, address: str | None,
             finish: Callable[[list[dict]], None], progress: bool = True) -> float:
-    """Run ``items`` on ``workers`` Ray actors, calling ``finish`` with each input's rows
-    in input order. Returns the start-up seconds (cluster, actors, first result)."""
+    """Run ``items`` (:class:`fastes.batch.Item`) on ``workers`` Ray actors, each with the
+    worker ``make_worker()`` returns (picklable; its ``process(item)`` gives an input's
+    rows), calling ``finish`` with each input's rows in input order. Returns the start-up
+    seconds (cluster, actors, first result)."""
     startup = init_ray(address)
     import ray
     import ray.data
@@ -142,9 +151,9 @@ def run_ray(items: list[Item], opts: Options, workers: int, address: str | None,
     per_task = max(TASK_IMAGES, len(items) // 20_000)  # keep the task list small for huge jobs
     tasks = _tasks(items, per_task)
     ds = ray.data.from_items([{"task": _encode(t)} for t in tasks], override_num_blocks=len(tasks))
-    # the options travel inside the class (no constructor arguments in the object store);
+    # the factory travels inside the class (no constructor arguments in the object store);
     # Ray Data restarts a dead actor and retries its task (max_restarts / max_task_retries -1)
-    actor = type("FastesWorker", (_Actor,), {"OPTIONS": _options(opts)})
+    actor = type("FastesWorker", (_Actor,), {"MAKE": make_worker, "ITEM": type(items[0])})
     ds = ds.map_batches(actor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
     bar = tqdm(total=len(items), unit="input", disable=not progress or len(items) < 2 or None, file=sys.stderr)
     t0 = time.perf_counter()
@@ -160,9 +169,3 @@ def run_ray(items: list[Item], opts: Options, workers: int, address: str | None,
     finally:
         bar.close()
     return startup
-
-
-def _options(opts: Options) -> dict:
-    from dataclasses import asdict
-
-    return asdict(opts)

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                     help="int8 only: re-measure each activation's range on the calibration inputs and "
                     "clip it to their P-th percentile (and 100-P) instead of TFLite's min/max, which is "
                     "too wide around residual sums and stretched by outliers; 100 = exact min/max. "
-                    "The shipped ResNet50 uses 99.9995 (models/README.md). Default: TFLite's min/max")
+                    "The shipped ResNet50 uses 99.9995 (docs/experiments.md). Default: TFLite's min/max")
     cv.set_defaults(handler=run)
 
 
