@@ -237,3 +237,31 @@ def test_jsonl_rows_are_json(tmp_path):
     assert main(["run", str(sample_images()[0]), "--out", str(out), "--landmarks", "--no-progress"]) == 0
     row = json.loads(out.read_text().splitlines()[0])
     assert np.array(row["landmarks"]).shape == (68, 2) and row["label"] in fastes.CLASSES
+
+
+def test_ctrl_c_while_starting_exits_quietly(tmp_path):
+    """SIGINT while the command loads its modules and models: one line, exit 130."""
+    import shutil
+
+    exe = shutil.which("fastes") or str(Path(sys.executable).parent / "fastes")
+    if not Path(exe).exists():
+        pytest.skip("the fastes console command is not installed")
+    for delay in (0.3, 0.8):
+        p = subprocess.Popen([exe, "run", str(sample_images()[0]), "--out", str(tmp_path / "r.csv"), "--no-progress"],
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+        if p.returncode == 0:
+            continue  # it had finished already
+        assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+        assert err.strip().splitlines()[-1] == "fastes: interrupted"
+
+
+def test_evaluate_takes_the_ensemble_as_run_does(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset\n" + "".join(f"{p},positive,london\n" for p in sample_images()[:2]))
+    assert main(["evaluate", str(m), "--model", "ensemble", "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["n"] == 2 and e["model"] == ["ensemble"]
+    assert main(["evaluate", str(m), "--model", "default", "--threads", "0", "--no-progress"]) == 2

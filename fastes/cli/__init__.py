@@ -53,6 +53,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status. Ctrl-C at any point (start-up included)
+    exits quietly with 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("fastes: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from ..batch import OutputError, Terminated
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines are noise here
@@ -66,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"fastes {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("fastes: interrupted", file=sys.stderr)
-        return 130
     except Terminated as e:
         print(f"fastes: terminated ({e})", file=sys.stderr)
         return 143
