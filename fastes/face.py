@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import FAST_PASS, Detections, HaarDetector, box_iou, make_detector
+from .detect import FAST_PASS, Detections, HaarDetector, box_iou, make_detector, warp_patch
 from .io import as_uint8, to_grey
 from .landmarks import load_predictor, predictor_path
 
@@ -34,12 +34,15 @@ class Faces:
     face's landmarks were placed in (the Haar box itself on the Haar path).
     ``landmarks``: float32 ``(K, 68, 2)`` in 250x250 crop coordinates (the input of
     :func:`fastes.sketch`). ``thumbs``: float32 ``(K, 24, 24)`` normalized thumbnails of
-    the crops, which video tracking compares frame to frame.
+    the crops, which video tracking compares frame to frame. ``rolls``: float32 ``(K,)``
+    degrees each crop was turned by (clockwise as seen) to cut a rolled face upright, its
+    box turned about its centre (``None`` or 0: axis-aligned).
     """
 
     boxes: np.ndarray
     landmarks: np.ndarray
     thumbs: np.ndarray | None = None
+    rolls: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -48,7 +51,12 @@ class Faces:
         """Landmarks in original image coordinates, float32 ``(K, 68, 2)``."""
         b = self.boxes.astype(np.float32)
         scale = b[:, None, 2:4] / CROP
-        return (self.landmarks * scale + b[:, None, 0:2]).astype(np.float32)
+        if self.rolls is None or not np.any(self.rolls):
+            return (self.landmarks * scale + b[:, None, 0:2]).astype(np.float32)
+        a = np.radians(self.rolls.astype(np.float64))[:, None]
+        d = (self.landmarks - CROP / 2) * scale  # from the crop's centre, turned back by the roll
+        x, y = np.cos(a) * d[..., 0] - np.sin(a) * d[..., 1], np.sin(a) * d[..., 0] + np.cos(a) * d[..., 1]
+        return (np.stack([x, y], -1) + b[:, None, 0:2] + b[:, None, 2:4] / 2).astype(np.float32)
 
 
 # BlazeFace box -> the square crop dlib's 68-point predictor expects. dlib is sensitive to
@@ -99,7 +107,12 @@ def crop_boxes(det: Detections) -> np.ndarray:
         return det.boxes
     dx, dy, k = BLAZE_TO_CROP
     w = det.boxes[:, 2]
-    c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + np.stack([dx * w, dy * w], 1)
+    off = np.stack([dx * w, dy * w], 1)
+    rolls = getattr(det, "rolls", None)
+    if rolls is not None and np.any(rolls):  # a rolled face: the offset from the eyes turns with it
+        a = np.radians(rolls)
+        off = np.stack([np.cos(a) * off[:, 0] - np.sin(a) * off[:, 1], np.sin(a) * off[:, 0] + np.cos(a) * off[:, 1]], 1)
+    c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + off
     return square_boxes(c, k * w)
 
 
@@ -112,6 +125,11 @@ def landmark_boxes(image_landmarks: np.ndarray) -> np.ndarray:
 
 
 THUMB = 24
+
+# A rolled face within this many degrees of a quarter or half turn is cut turned by exactly
+# that turn (see FaceFinder.__call__): the crop of a sideways photo is then the upright
+# photo's crop turned, and gets its label (London samples turned 90/180/270).
+ROLL_SNAP = 12.0
 
 
 def _thumbs(crops: np.ndarray) -> np.ndarray:
@@ -170,25 +188,40 @@ class FaceFinder:
     def detect(self, image: np.ndarray, order: str = "bgr") -> np.ndarray:
         """Crop boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right; the
         whole image as one box where the crop mode says so."""
-        if self.crop == "always":
-            return whole_image_box(image.shape)
-        boxes = np.round(crop_boxes(self.detector(image, order))).astype(np.int32)
-        if self.crop == "auto" and not (boxes[:, 2] >= 2).any() and max(image.shape[:2]) <= CROP_AUTO_MAX:
-            return whole_image_box(image.shape)
-        boxes = boxes[boxes[:, 2] >= 2]
-        return boxes[np.argsort(boxes[:, 0], kind="stable")]
+        return self._detect(image, order)[0]
 
-    def crops(self, image: np.ndarray, boxes: np.ndarray, order: str = "bgr") -> np.ndarray:
+    def _detect(self, image: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`detect`'s boxes and each face's roll (degrees its crop must undo)."""
+        if self.crop == "always":
+            return whole_image_box(image.shape), np.zeros(1, np.float32)
+        det = self.detector(image, order)
+        boxes = np.round(crop_boxes(det)).astype(np.int32)
+        if self.crop == "auto" and not (boxes[:, 2] >= 2).any() and max(image.shape[:2]) <= CROP_AUTO_MAX:
+            return whole_image_box(image.shape), np.zeros(1, np.float32)
+        rolls = getattr(det, "rolls", None)
+        rolls = np.zeros(len(boxes), np.float32) if rolls is None else np.asarray(rolls, np.float32)
+        ok = boxes[:, 2] >= 2
+        boxes, rolls = boxes[ok], rolls[ok]
+        left_to_right = np.argsort(boxes[:, 0], kind="stable")
+        return boxes[left_to_right], rolls[left_to_right]
+
+    def crops(self, image: np.ndarray, boxes: np.ndarray, order: str = "bgr",
+              rolls: np.ndarray | None = None) -> np.ndarray:
         """Cut each box from the full-resolution image, grey, resized to 250x250.
 
         Only the boxes are converted to grey (cheaper than the whole frame: 0.15 ms for
         640x480 on one core; the conversion is per pixel, so the crops are the same).
         Boxes that reach past the image edge are filled by replicating the edge, so a
-        face at the border keeps its scale. Returns uint8 ``(K, 250, 250)``.
+        face at the border keeps its scale. Returns uint8 ``(K, 250, 250)``. A face with a
+        nonzero roll (``rolls``, degrees) is cut from its box turned by the roll about the
+        box's centre, so that it is upright in the crop.
         """
         out = np.empty((len(boxes), CROP, CROP), dtype=np.uint8)
         h, w = image.shape[:2]
         for k, (x, y, bw, bh) in enumerate(boxes):
+            if rolls is not None and rolls[k]:
+                out[k] = to_grey(warp_patch(image, (x + bw / 2, y + bh / 2), float(bw), float(rolls[k]), CROP), order)
+                continue
             x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
             crop = to_grey(image[y0:y1, x0:x1], order)
             if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
@@ -213,8 +246,8 @@ class FaceFinder:
         correlation below ``MIN_TRACK_NCC``: the face left) — and the caller should
         detect again. Faces that enter the frame are found only at
         the next detection."""
-        if len(previous) == 0:
-            return None
+        if len(previous) == 0 or (previous.rolls is not None and np.any(previous.rolls)):
+            return None  # (a rolled face is found again by the detector, which turns it upright)
         image = as_uint8(image, order)
         boxes = np.round(landmark_boxes(previous.image_landmarks())).astype(np.int32)
         for _ in range(3):  # re-centre on the face as it moved: usually one extra pass
@@ -240,9 +273,51 @@ class FaceFinder:
         image = as_uint8(image, order)  # validated and converted once
         # Haar searches the whole frame grey: convert it once, for detection and crops alike
         src = to_grey(image, order) if isinstance(self.detector, HaarDetector) else image
-        boxes = self.detect(src, order)
+        return self._find(src, order, thumbs, quarters=True)
+
+    def _find(self, src: np.ndarray, order: str, thumbs: bool, quarters: bool) -> Faces:
+        boxes, rolls = self._detect(src, order)
         if len(boxes) == 0:
             return Faces(boxes, np.zeros((0, 68, 2), dtype=np.float32),
-                         np.zeros((0, THUMB, THUMB), np.float32) if thumbs else None)
-        crops = self.crops(src, boxes, order)
-        return Faces(boxes, self.landmarks(crops), _thumbs(crops) if thumbs else None)
+                         np.zeros((0, THUMB, THUMB), np.float32) if thumbs else None, rolls)
+        crops = self.crops(src, boxes, order, rolls)
+        lms = self.landmarks(crops)
+        turned = np.flatnonzero(rolls)
+        if len(turned):  # level the rolled faces by their own eyes (the keypoints' roll is within ~10 degrees)
+            eyes = lms[turned, 42:48].mean(1) - lms[turned, 36:42].mean(1)
+            rolls = rolls.copy()
+            level = rolls[turned] + np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))
+            # a photo turned by a quarter or a half turn (the common case: a camera held sideways)
+            quarter = (np.round(level / 90) * 90 + 180) % 360 - 180  # -180, -90 or 90 (0: not turned)
+            snap = quarters & (quarter != 0) & (np.abs((level - quarter + 180) % 360 - 180) <= ROLL_SNAP)
+            rolls[turned] = np.where(snap, quarter, level).astype(np.float32)
+            crops[turned] = self.crops(src, boxes[turned], order, rolls[turned])
+            lms[turned] = self.landmarks(crops[turned])
+            for q in np.unique(quarter[snap]):
+                self._quarter_turn(src, order, float(q), turned[snap & (quarter == q)], boxes, crops, lms)
+        return Faces(boxes, lms, _thumbs(crops) if thumbs else None, rolls)
+
+    def _quarter_turn(self, src, order, q, faces, boxes, crops, lms) -> None:
+        """Faces ``faces`` are turned by ``q`` (-180, -90 or 90 degrees): find them again
+        in the image turned back (exact pixels), on the upright path, and take those
+        crops and landmarks, boxes mapped back (in place). The crop of a sideways photo
+        is then the upright photo's crop turned, and gets its landmarks and label; a face
+        not found again keeps its levelled cut."""
+        code = {90.0: cv2.ROTATE_90_COUNTERCLOCKWISE, -90.0: cv2.ROTATE_90_CLOCKWISE, -180.0: cv2.ROTATE_180}[q]
+        t = cv2.rotate(src, code)
+        tb, tr = self._detect(t, order)
+        tb = tb[tr == 0]
+        if len(tb) == 0:
+            return
+        h, w = src.shape[:2]
+        x, y, side = tb[:, 0], tb[:, 1], tb[:, 2]
+        back = {90.0: (w - y - side, x), -90.0: (y, h - x - side), -180.0: (w - x - side, h - y - side)}[q]
+        tboxes = np.stack([*back, side, tb[:, 3]], 1).astype(np.int32)
+        centres = tboxes[:, :2] + tboxes[:, 2:] / 2
+        for k in faces:
+            d = np.linalg.norm(centres - (boxes[k, :2] + boxes[k, 2:] / 2), axis=1)
+            j = int(np.argmin(d))
+            if d[j] < 0.3 * boxes[k, 2]:
+                boxes[k] = tboxes[j]
+                crops[k] = self.crops(t, tb[j:j + 1], order)[0]
+                lms[k] = self.landmarks(crops[k:k + 1])[0]

@@ -154,3 +154,73 @@ def test_crop_is_square_and_holds_the_landmarks(samples):
     x, y, w, h = faces.boxes[0]
     assert w == h and faces.landmarks.shape == (1, 68, 2)
     assert (faces.landmarks >= -0.1 * CROP).all() and (faces.landmarks <= 1.1 * CROP).all()
+
+
+# ----------------------------------------------------------------------------- in-plane roll
+@pytest.mark.parametrize("degrees", [0, 30, -60, 90, 135, 180, -150])
+def test_keypoint_rolls_of_turned_keypoints(degrees):
+    kp = np.array([[-30, 0], [30, 0], [0, 20], [0, 45], [-70, 10], [70, 10]], np.float64)  # upright
+    a = np.radians(degrees)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    got = detect.keypoint_rolls((kp @ rot.T + [300, 200])[None])[0]
+    assert (got - degrees + 180) % 360 - 180 == pytest.approx(0, abs=1e-3)
+
+
+def test_warp_patch_is_the_crop_turned(samples):
+    """Roll 0 cuts what a resize of the box cuts; 90 and 180 are that cut rotated; big
+    shrinks are area-averaged first (no aliasing), at the same place."""
+    import cv2
+
+    img = samples[0]
+    x, y, side = 150, 120, 256
+    box = img[y:y + side, x:x + side]
+    centre = (x + side / 2, y + side / 2)
+    plain = cv2.resize(box, (128, 128), interpolation=cv2.INTER_LINEAR)
+    cut0 = detect.warp_patch(img, centre, side / 1.0, 0.0, 256)
+    np.testing.assert_array_equal(cut0, box)  # scale 1: the pixels themselves
+    small = detect.warp_patch(img, centre, float(side), 0.0, 32)  # 8x shrink: area first
+    area = cv2.resize(box, (32, 32), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - area.astype(int)).mean() < 3
+    for roll, code in ((90, cv2.ROTATE_90_COUNTERCLOCKWISE), (180, cv2.ROTATE_180)):
+        # a face rolled clockwise by `roll` is upright in the cut: the cut is the box turned back
+        cut = detect.warp_patch(img, centre, float(side), float(roll), 128)
+        assert np.abs(cut.astype(int) - cv2.rotate(plain, code).astype(int)).mean() < 4, roll
+
+
+def test_blazeface_turns_upside_down_faces_and_reports_their_roll(blaze, samples):
+    import cv2
+
+    for img in samples:
+        up = blaze(img)
+        assert len(up) == 1 and up.rolls[0] == 0
+        down = blaze(cv2.rotate(img, cv2.ROTATE_180))
+        assert len(down) == 1 and abs(abs(down.rolls[0]) - 180) < 20
+        h, w = img.shape[:2]
+        # keypoints on the same points of the face: the upright ones turned
+        want = np.array([w - 1, h - 1]) - up.keypoints[0, :4]
+        iod = np.linalg.norm(up.keypoints[0, 1] - up.keypoints[0, 0])
+        assert np.linalg.norm(down.keypoints[0, :4] - want, axis=1).max() < 0.25 * iod
+        plain = BlazeFace(upright=False)(cv2.rotate(img, cv2.ROTATE_180))
+        assert plain.rolls is None  # (the check off: keypoints as the model places them)
+
+
+def test_haar_drops_upside_down_faces(samples):
+    """The cascade fires on upside-down faces; those are judged and dropped."""
+    import cv2
+
+    on, off = HaarDetector(), HaarDetector(upright=False)
+    fired = kept = 0
+    for img in samples:
+        grey = cv2.rotate(fastes.io.to_grey(img), cv2.ROTATE_180)
+        fired += len(off(grey))
+        kept += len(on(grey))
+        assert len(on(fastes.io.to_grey(img))) == len(off(fastes.io.to_grey(img))) == 1
+    assert fired > 0 and kept == 0
+    assert on.tag == off.tag.replace("_noup", "") and on.tag != off.tag
+
+
+def test_orientation_settings_survive_pickling():
+    import pickle
+
+    for d in (BlazeFace(upright=False), HaarDetector(upright=False)):
+        assert pickle.loads(pickle.dumps(d)).upright is False
