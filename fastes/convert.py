@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ConversionError", "QUANTIZE", "convert", "sketch_sets", "run_tflite"]
+from .runtime import is_landmark_input
+
+__all__ = ["ConversionError", "QUANTIZE", "convert", "sketch_sets", "landmark_sets", "run_tflite"]
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8")
 # Calibration: 256 sketches. Sketch pixels are 0 or 1, so the input range is fixed; the
@@ -50,6 +52,17 @@ def sketch_sets(size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, se
     ver = wi[:n_verify]
     x_cal = render(calibration_landmarks(posed, wild, wi, pi, n_calib, n_verify), size)
     return x_cal, render(wild.landmarks[ver], size), wild.labels[ver]
+
+
+def landmark_sets(shape: tuple = (136,), n_calib: int = N_CALIBRATION, n_verify: int = 600, seed: int = 0):
+    """:func:`sketch_sets` for a landmark model: the same faces' remapped points, shaped
+    ``(N, *shape)`` (see :data:`fastes.runtime.LANDMARK_SHAPES`)."""
+    from .runtime import landmark_features
+
+    posed, wild, wi, pi = shuffled_faces(seed)
+    ver = wi[:n_verify]
+    x_cal = landmark_features(calibration_landmarks(posed, wild, wi, pi, n_calib, n_verify), tuple(shape))
+    return x_cal, landmark_features(wild.landmarks[ver], tuple(shape)), wild.labels[ver]
 
 
 def shuffled_faces(seed: int = 0):
@@ -107,10 +120,11 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
             calibration: np.ndarray | None = None, verify: np.ndarray | None = None,
             labels: np.ndarray | None = None, min_agreement: float = 0.98,
             percentile: float | None = None) -> dict:
-    """Convert a Keras model (object or ``.keras`` path) with one image input to TFLite.
+    """Convert a Keras model (object or ``.keras`` path) with one input to TFLite.
 
     ``calibration`` (int8) and ``verify``: float input arrays; by default, sketches from
-    the landmark cache at the model's input size (models with ``(S, S, 1)`` input). With
+    the landmark cache at the model's input size (models with ``(S, S, 1)`` input), or
+    the same faces' remapped points (landmark models, input ``(136,)`` or ``(68, 2)``). With
     ``labels`` for ``verify``, both accuracies are reported. ``percentile`` (int8 only,
     e.g. 99.999): activation ranges from that percentile of the calibration values (and
     100 - it for the low end) instead of their min/max. Raises
@@ -134,6 +148,11 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
     if any(d is None for d in shape[1:]):
         raise ConversionError(f"the input shape {shape} has unknown dimensions besides the batch; "
                               "give the model a fixed input size")
+    if (calibration is None or verify is None) and is_landmark_input(shape):
+        xc, xv, yv = landmark_sets(shape[1:])
+        calibration = xc if calibration is None else calibration
+        if verify is None:
+            verify, labels = xv, yv
     if calibration is None or verify is None:
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
             raise ConversionError(f"input {shape} is not a (N, S, S, 1) sketch: pass calibration and "

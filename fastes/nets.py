@@ -196,3 +196,28 @@ def transfer(src: keras.Model, dst: keras.Model) -> int:
             la.set_weights(w)
             n += 1
     return n
+
+
+# --------------------------------------------------------------------------- landmarks
+LANDMARK_INPUT = 68 * 2  # fastes.remap's 68 points, (x, y) per point, sketch coordinates
+
+
+def landmark_net(mean, std, n_classes: int = 4, hidden: tuple = (256, 256), dropout: float = 0.2) -> keras.Model:
+    """A tiny MLP on the 68 remapped points: input ``(N, 136)``, ``fastes.remap``'s output
+    flattened (the model file says what it needs: its input shape). The per-feature
+    standardization (``mean``, ``std`` of the training features) is part of the model,
+    so the runtime feeds the remapped points as they are."""
+    import numpy as np
+
+    inp = keras.Input((LANDMARK_INPUT,), name="landmarks")
+    # std floored at 1 px: the remap pins points 0, 16, 27 and 33 (std 0), and an int8
+    # input's rounding (~1 px) divided by a tiny std would swamp everything else
+    var = np.square(np.maximum(np.asarray(std, np.float32), 1.0))
+    x = layers.Normalization(mean=np.asarray(mean, np.float32), variance=var, name="standardize")(inp)
+    for j, h in enumerate(hidden):
+        x = layers.Dense(h, name=f"fc{j}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{j}")(x)
+        x = layers.ReLU(name=f"relu{j}")(x)
+        x = layers.Dropout(dropout, name=f"drop{j}")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="head")(x)
+    return keras.Model(inp, out, name="landmarks")

@@ -16,7 +16,8 @@ import numpy as np
 from . import CLASSES
 
 __all__ = ["ModelError", "Classifier", "TFLiteModel", "TFLiteClassifier", "KerasClassifier", "load_classifier",
-           "Ensemble", "interpreter_class"]
+           "Ensemble", "interpreter_class", "LANDMARK_SHAPES", "is_landmark_input", "landmark_features",
+           "LandmarkClassifier", "TFLiteLandmarkClassifier", "KerasLandmarkClassifier"]
 
 
 class ModelError(ValueError):
@@ -265,11 +266,96 @@ class Augmented(Classifier):
     __call__ = predict_landmarks
 
 
+# --------------------------------------------------------------------------- landmark models
+# A landmark model classifies the 68 points themselves, no sketch drawn: its input is
+# fastes.remap's output (sketch coordinates, the paper's eqs. 1-2 and shifts), either
+# flattened (N, 136) as x0, y0, x1, y1, ... or (N, 68, 2). The model file says which it
+# is by its input shape; any standardization is inside the model.
+LANDMARK_SHAPES = ((136,), (68, 2))
+
+
+def is_landmark_input(shape) -> bool:
+    """Whether a model input of ``shape`` (batch first) takes remapped landmarks."""
+    return tuple(int(v) for v in shape[1:]) in LANDMARK_SHAPES
+
+
+def landmark_features(landmarks: np.ndarray, shape: tuple = (136,)) -> np.ndarray:
+    """A landmark model's input for ``(N, 68, 2)`` crop-space landmarks: float32 ``(N, *shape)``.
+    Degenerate landmarks raise :class:`fastes.DegenerateFaceError`, as drawing them would."""
+    from .sketch import remap
+
+    lm = np.asarray(landmarks, np.float32).reshape(-1, 68, 2)
+    r = remap(lm) if len(lm) else np.zeros((0, 68, 2))
+    return r.reshape(len(lm), *shape).astype(np.float32)
+
+
+class LandmarkClassifier(Classifier):
+    """A classifier on remapped landmarks: ``predict(x (N, *input_shape)) -> (N, 4)``;
+    ``input_size`` 0 (it draws no sketch)."""
+
+    input_size = 0
+    input_shape: tuple = (136,)
+
+    def predict_landmarks(self, landmarks: np.ndarray) -> np.ndarray:
+        return self.predict(landmark_features(landmarks, self.input_shape))
+
+    __call__ = predict_landmarks
+
+
+def _landmark_io(label, shape: tuple, oshape: tuple) -> tuple:
+    if not is_landmark_input(shape) or oshape[-1] != len(CLASSES):
+        raise ModelError(f"{label}: expected input (N, 136) or (N, 68, 2) and output (N, {len(CLASSES)}), "
+                         f"got {shape} and {oshape}")
+    return tuple(int(v) for v in shape[1:])
+
+
+class TFLiteLandmarkClassifier(TFLiteModel, LandmarkClassifier):
+    """A ``.tflite`` landmark classifier (see ``LANDMARK_SHAPES``)."""
+
+    def __init__(self, path, threads: int | None = None):
+        path = Path(path)
+        super().__init__(path, threads)
+        self.path, self.name = path, path.stem
+        self.input_shape = _landmark_io(path, tuple(self._in["shape"]), tuple(self._out["shape"]))
+
+    def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        p = check_probabilities(TFLiteModel.predict(self, x, batch), self.label)
+        return p / p.sum(1, keepdims=True)
+
+
+class KerasLandmarkClassifier(LandmarkClassifier):
+    """A Keras landmark classifier, from a file or (``from_model``) in memory."""
+
+    def __init__(self, model, name: str = "keras"):
+        self.model, self.path, self.name = model, None, name
+        self.input_shape = _landmark_io(name, tuple(model.input_shape), tuple(model.output_shape))
+
+    from_model = classmethod(lambda cls, model, name="keras": cls(model, name))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        p = np.asarray(self.model.predict(np.asarray(x, np.float32), batch_size=1024, verbose=0))
+        return check_probabilities(p, self.name)
+
+
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
-    """A classifier from a ``.tflite`` or ``.keras`` file."""
+    """A classifier from a ``.tflite`` or ``.keras`` file: a sketch model (input
+    ``(N, S, S, 1)``) or a landmark model (input ``(N, 136)`` or ``(N, 68, 2)``)."""
     p = Path(path)
     if p.suffix == ".tflite":
+        if is_landmark_input(TFLiteModel(p, 1)._in["shape"]):
+            return TFLiteLandmarkClassifier(p, threads)
         return TFLiteClassifier(p, threads)
     if p.suffix in (".keras", ".h5"):
-        return KerasClassifier(p)
+        try:
+            return KerasClassifier(p)
+        except ModelError as e:
+            if "expected input (N, S, S, 1)" not in str(e):
+                raise
+            sketch_error = e
+        import keras  # loadable (KerasClassifier got that far), just not a sketch model
+
+        model = keras.saving.load_model(p, compile=False)
+        if not is_landmark_input(model.input_shape):
+            raise sketch_error
+        return KerasLandmarkClassifier(model, p.stem)
     raise ModelError(f"{p}: unknown model type (expected .tflite or .keras)")

@@ -38,53 +38,82 @@ class FaceSet:
     labels: np.ndarray     # (N,) int, index into CLASSES
     subjects: np.ndarray   # (N,) str
     groups: dict = field(default_factory=dict)  # column -> (N,) str
+    # (N, 4) float32 training targets: FER+ rows their votes' distribution
+    # (fastes.data.soft_label), other rows one-hot; None: one-hot labels throughout
+    targets: np.ndarray | None = None
+    # (N,) bool: FER+'s validation split (never trained on) and its majority rows
+    ferplus_valid: np.ndarray | None = None
+    majority: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.labels)
+        if self.targets is None:
+            self.targets = np.eye(len(CLASSES), dtype=np.float32)[self.labels]
+        for name in ("ferplus_valid", "majority"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(n, bool))
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def datasets(self) -> np.ndarray:
+        """(N,) str: each row's dataset ("" when the manifest has no such column)."""
+        return self.groups.get("dataset", np.full(len(self), "", dtype=object))
+
     def subset(self, mask) -> "FaceSet":
         idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return FaceSet([self.paths[i] for i in idx], self.landmarks[idx], self.found[idx],
-                       self.labels[idx], self.subjects[idx], {k: v[idx] for k, v in self.groups.items()})
+                       self.labels[idx], self.subjects[idx], {k: v[idx] for k, v in self.groups.items()},
+                       self.targets[idx], self.ferplus_valid[idx], self.majority[idx])
 
     def save(self, path) -> None:
         """Write to one ``.npz`` (landmarks and labels only, no images: shareable where
         the images are not, e.g. to a training machine)."""
         _atomic(path, lambda t: np.savez_compressed(
             t, paths=np.array([str(p) for p in self.paths]), landmarks=self.landmarks, found=self.found,
-            labels=self.labels, subjects=self.subjects, **{f"group_{k}": v for k, v in self.groups.items()}))
+            labels=self.labels, subjects=self.subjects, targets=self.targets, ferplus_valid=self.ferplus_valid,
+            majority=self.majority, **{f"group_{k}": v for k, v in self.groups.items()}))
 
     @classmethod
     def load(cls, path) -> "FaceSet":
         z = np.load(path, allow_pickle=False)
         groups = {k[6:]: z[k] for k in z.files if k.startswith("group_")}
-        return cls(z["paths"].tolist(), z["landmarks"], z["found"], z["labels"], z["subjects"], groups)
+        extra = {k: z[k] for k in ("targets", "ferplus_valid", "majority") if k in z.files}
+        return cls(z["paths"].tolist(), z["landmarks"], z["found"], z["labels"], z["subjects"], groups, **extra)
 
     def digest(self) -> str:
-        """A hash of everything training sees (landmarks, labels, subjects)."""
+        """A hash of everything training sees (landmarks, labels, subjects; soft targets
+        where some row has them: one-hot-only sets keep their earlier digests)."""
         h = hashlib.sha1()
         for a in (self.landmarks, self.found, self.labels):
             h.update(np.ascontiguousarray(a).tobytes())
         h.update("\n".join(self.subjects.tolist()).encode())
+        if not np.array_equal(self.targets, np.eye(len(CLASSES), dtype=np.float32)[self.labels]):
+            h.update(np.ascontiguousarray(self.targets, np.float32).tobytes())
         return h.hexdigest()[:16]
 
 
 def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None,
-               detector: str = "haar") -> FaceSet:
+               detector: str = "haar", crop: str = "never") -> FaceSet:
     """Rows of ``manifest`` (default: the shared data's) whose ``dataset`` is in
     ``datasets`` (``None``: all), with landmarks from the cache (computed when missing)
-    by the front end with ``detector``."""
-    from .data import LandmarkCache, data_root, read_manifest
+    by the front end with ``detector`` and ``crop`` mode (the defaults: the front end the
+    shipped models were trained on), soft targets from FER+ votes."""
+    from .data import LandmarkCache, data_root, is_ferplus_valid, is_majority, read_manifest
     from .face import FaceFinder
 
     samples = read_manifest(manifest or data_root() / "faces" / "manifest.csv")
     if datasets is not None:
         samples = [s for s in samples if s.groups["dataset"] in datasets]
-    cache = cache or LandmarkCache(FaceFinder(detector))
+    cache = cache or LandmarkCache(FaceFinder(detector, crop=crop))
     found, _, _, lms = cache.get([s.path for s in samples], progress=progress)
     groups = {c: np.array([s.groups[c] for s in samples]) for c in samples[0].groups} if samples else {}
     return FaceSet([s.path for s in samples], lms, found, np.array([s.label for s in samples], dtype=np.int64),
-                   np.array([s.subject for s in samples]), groups)
+                   np.array([s.subject for s in samples]), groups,
+                   np.array([s.target for s in samples], np.float32).reshape(-1, len(CLASSES)),
+                   np.array([is_ferplus_valid(s) for s in samples], bool),
+                   np.array([is_majority(s.votes) for s in samples], bool))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -179,7 +208,8 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
         progress: bool = True, desc: str = "train", on_epoch=None, start_epoch: int = 0,
         trainer=None) -> tuple[object, list[dict]]:
     """Train ``model`` for ``epochs``; ``inputs(epoch)`` returns that epoch's ``(N, S, S, 1)``
-    array (fresh augmentation each epoch). One progress bar step per epoch.
+    array (fresh augmentation each epoch). ``labels``: class indices ``(N,)`` or target
+    distributions ``(N, n_classes)`` (soft labels). One progress bar step per epoch.
     ``on_epoch(epoch, trainer, history)`` runs after each (checkpoints)."""
     import keras
     from tqdm import tqdm
@@ -187,7 +217,8 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     keras.utils.set_random_seed(cfg.seed)
     steps = epochs * int(np.ceil(len(labels) / cfg.batch))
     trainer = trainer or _compile(model, cfg, steps, n_classes)
-    onehot = np.eye(n_classes, dtype=np.float32)[labels]
+    labels = np.asarray(labels)
+    onehot = labels.astype(np.float32) if labels.ndim == 2 else np.eye(n_classes, dtype=np.float32)[labels]
     history: list[dict] = []
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=None if progress else True)
     for ep in bar:
@@ -414,3 +445,77 @@ def _net_kw(cfg: TrainConfig, routings: int | None = None) -> dict:
 def _custom_objects() -> dict:
     from . import nets
     return {"margin_loss": nets.margin_loss}
+
+
+# --------------------------------------------------------------------------- landmark network
+@dataclass
+class LandmarkConfig:
+    """The landmark network's recipe (:func:`train_landmarks`)."""
+
+    epochs: int = 40
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    hidden: tuple = (256, 256)
+    dropout: float = 0.2
+    rotate: float = 8.0            # augmentation in crop space, before the remap
+    jitter: float = 1.0
+    mirror: bool = True
+    posed_weight: float = 1.0      # loss weight of the posed sets' rows (the rest: 1)
+
+
+def landmark_inputs(landmarks: np.ndarray) -> np.ndarray:
+    """The landmark network's input: ``fastes.remap``'d points, ``(N, 136)`` float32
+    (NaN rows where a face's landmarks cannot be remapped)."""
+    from .sketch import remap_reference
+
+    lm = np.asarray(landmarks, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = remap_reference(lm).reshape(len(lm), -1)
+    r[~np.isfinite(r).all(1)] = np.nan
+    return r.astype(np.float32)
+
+
+def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, out_dir=None):
+    """Train the landmark network on every row of ``data`` with a face (soft targets,
+    fresh augmentation each epoch from a seed per epoch). With ``out_dir``: ``model.keras``
+    and ``config.json`` (data digest, seconds). Returns ``(model, history)``."""
+    import keras
+
+    from .nets import landmark_net
+
+    ok = data.found & np.isfinite(landmark_inputs(data.landmarks)).all(1)
+    lms, y = data.landmarks[ok], data.targets[ok]
+    w = np.where(np.isin(data.datasets[ok], POSED), cfg.posed_weight, 1.0).astype(np.float32)
+    x0 = landmark_inputs(lms)
+    keras.utils.set_random_seed(cfg.seed)
+    model = landmark_net(x0.mean(0), x0.std(0), hidden=tuple(cfg.hidden), dropout=cfg.dropout)
+    steps = cfg.epochs * int(np.ceil(len(y) / cfg.batch))
+    sched = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps), alpha=0.02)
+    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay),
+                  loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    history = []
+    t_all = time.perf_counter()
+    from tqdm import tqdm
+
+    for ep in tqdm(range(cfg.epochs), desc="train landmarks", unit="epoch", disable=None if progress else True):
+        t0 = time.perf_counter()
+        a = augment(lms, np.random.default_rng((cfg.seed, ep)), rotate=cfg.rotate, jitter=cfg.jitter,
+                    mirror=cfg.mirror)
+        x = landmark_inputs(a)
+        good = np.isfinite(x).all(1)
+        h = model.fit(x[good], y[good], sample_weight=w[good], batch_size=cfg.batch, epochs=1, verbose=0,
+                      shuffle=True)
+        history.append({"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
+                        "accuracy": float(h.history["categorical_accuracy"][-1]),
+                        "seconds": time.perf_counter() - t0})
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic(out / "model.keras", lambda p: model.save(p))
+        meta = {"config": cfg.__dict__, "input": "landmarks (N, 136): fastes.remap output, flattened",
+                "classes": list(CLASSES), "n_train": int(ok.sum()), "data_digest": data.digest(),
+                "train_seconds": time.perf_counter() - t_all}
+        _atomic(out / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=list)))
+    return model, history

@@ -391,3 +391,50 @@ def _landmarks(d):
     from fastes.train import load_faces
 
     return load_faces(d / "m.csv", datasets=None, progress=False).landmarks
+
+
+def test_landmark_network_trains_converts_runs_and_evaluates(tiny_run):
+    """The landmark network end to end: soft-target training, int8 conversion by the CLI,
+    the runtime telling it from a sketch model by its input shape, the evaluate command."""
+    from fastes.cli import main
+    from fastes.runtime import KerasLandmarkClassifier, TFLiteLandmarkClassifier, load_classifier
+    from fastes.train import LandmarkConfig, landmark_inputs, load_faces, train_landmarks
+
+    data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    out = tiny_run / "lm"
+    _, hist = train_landmarks(data, LandmarkConfig(epochs=2, hidden=(16, 16)), progress=False, out_dir=out)
+    assert [h["epoch"] for h in hist] == [1, 2]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["n_train"] == 24 and meta["data_digest"] == data.digest()
+    k = load_classifier(out / "model.keras")
+    assert isinstance(k, KerasLandmarkClassifier) and k.input_size == 0 and k.input_shape == (136,)
+    rng = np.random.default_rng(0)
+    cal = landmark_inputs(np.concatenate([augment(data.landmarks, rng) for _ in range(8)]))
+    np.save(tiny_run / "lm_cal.npy", cal)
+    rc = main(["convert", str(out / "model.keras"), "--out", str(tiny_run / "lm.tflite"), "--quantize", "int8",
+               "--calibration", str(tiny_run / "lm_cal.npy"), "--min-agreement", "0"])
+    assert rc == 0
+    clf = load_classifier(tiny_run / "lm.tflite")
+    assert isinstance(clf, TFLiteLandmarkClassifier) and clf.input_shape == (136,)
+    p, pk = clf(data.landmarks), k(data.landmarks)
+    assert p.shape == (24, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.abs(p - pk).max() < 0.2  # int8 near the float model
+    rc = main(["evaluate", str(tiny_run / "m.csv"), "--model", str(tiny_run / "lm.tflite"), "--json",
+               str(tiny_run / "lm.json"), "--no-progress"])
+    assert rc == 0 and json.loads((tiny_run / "lm.json").read_text())["n"] == 24
+
+
+def test_landmark_models_of_either_input_shape_and_bad_shapes():
+    import keras
+
+    from fastes.runtime import KerasLandmarkClassifier, ModelError, landmark_features
+
+    lm = np.tile(np.linspace(40, 210, 136, dtype=np.float32).reshape(1, 68, 2), (3, 1, 1))
+    inp = keras.Input((68, 2))
+    m = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inp)))
+    clf = KerasLandmarkClassifier.from_model(m)
+    assert clf.input_shape == (68, 2) and clf(lm).shape == (3, 4)
+    np.testing.assert_allclose(landmark_features(lm, (68, 2)).reshape(3, -1), landmark_features(lm))
+    bad = keras.Input((10,))
+    with pytest.raises(ModelError, match=r"expected input \(N, 136\) or \(N, 68, 2\)"):
+        KerasLandmarkClassifier.from_model(keras.Model(bad, keras.layers.Dense(4)(bad)))

@@ -1,0 +1,101 @@
+"""``fastes crossval``: the cross-dataset protocols (``fastes.protocol``), one command each."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import EXIT_OK, UsageError
+
+PROTOCOLS = ("lodo", "ferplus", "kfold")
+RECIPES = ("landmarks", "logreg", "vgg11", "resnet50", "capsnet")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "crossval",
+        help="cross-dataset accuracy: leave-one-dataset-out, FER+ valid, 5-fold posed",
+        description="Train a recipe and test it on data it has never seen. lodo: for each posed set "
+        "(jaffe, ckplus, fei, london) train on every other row of the shared data (other posed sets, "
+        "wild, FER+ train; never FER+ valid), test on the held-out set. ferplus: train on all but FER+ "
+        "valid, test on its majority rows (top emotion > 5 of 10 votes). kfold: 5-fold "
+        "subject-disjoint over the posed sets. Missed faces count as wrong. Prints accuracy, macro F1, "
+        "confusion and per-group accuracy; --workdir keeps each split (an interrupted run resumes).",
+    )
+    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("--model", choices=RECIPES, default="landmarks",
+                   help="recipe: landmarks = the landmark network (default), logreg = softmax regression "
+                   "on the same points, vgg11/resnet50/capsnet = the paper's nets on sketches")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, help="sketch nets: input size (default: the net's)")
+    p.add_argument("--width", type=float, default=0.25, help="vgg11: channel scale (default 0.25, the shipped one)")
+    p.add_argument("--posed-weight", type=float, default=1.0,
+                   help="landmarks: loss weight of the posed sets' training rows (default 1)")
+    p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
+    p.add_argument("--detector", default="blazeface", help="front end of every row (default blazeface)")
+    p.add_argument("--crop", default="auto", help="crop mode (default auto: see fastes.face.CROP_MODES)")
+    p.add_argument("--workdir", metavar="DIR", help="keep each split's predictions here; resume from them")
+    p.add_argument("--json", metavar="FILE", help="write the full result (metrics per set and group) here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def make_recipe(args: argparse.Namespace):
+    """``make() -> Learner`` for the options (usage errors for bad values)."""
+    from .. import protocol
+    from ..train import DEFAULT_EPOCHS, LandmarkConfig, TrainConfig
+
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError("--epochs must be >= 1")
+    progress = not args.no_progress
+    if args.model == "landmarks":
+        cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
+                             **({"epochs": args.epochs} if args.epochs else {}))
+        return lambda: protocol.LandmarkLearner(cfg, progress=progress)
+    if args.model == "logreg":
+        return lambda: protocol.LogRegLearner()
+    cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
+                      seed=args.seed, width=args.width)
+    return lambda: protocol.SketchLearner(cfg, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        if args.model != "logreg":
+            raise UsageError("training needs the train extra: pip install 'fastes[train]'") from None
+    from .. import protocol
+    from ..evaluate import summary_lines
+    from ..face import CROP_MODES
+
+    if args.crop not in CROP_MODES:
+        raise UsageError(f"--crop must be one of {', '.join(CROP_MODES)}")
+    make = make_recipe(args)
+    data = protocol.load_all(progress=not args.no_progress, detector=args.detector, crop=args.crop)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.protocol == "lodo":
+        res = protocol.lodo(data, make, workdir=args.workdir, log=log)
+        for name, m in res["sets"].items():
+            print(f"== held out: {name}")
+            print("\n".join(summary_lines(m)))
+        print("== all held-out rows together")
+        print("\n".join(summary_lines(res["pooled"])))
+        print(f"LODO mean accuracy {res['mean_accuracy']:.3f} (lowest {res['min_accuracy']:.3f}), "
+              f"mean macro F1 {res['mean_macro_f1']:.3f}")
+    elif args.protocol == "ferplus":
+        res = protocol.ferplus_valid(data, make, workdir=args.workdir, log=log)
+        print("== FER+ valid, majority rows")
+        print("\n".join(summary_lines(res["majority"])))
+        print(f"all FER+ valid rows (plurality labels): accuracy {res['all']['accuracy']:.3f}")
+    else:
+        res = protocol.posed_kfold(data, make, extra=args.extra, workdir=args.workdir, log=log)
+        print("\n".join(summary_lines(res)))
+    res["recipe"] = {k: v for k, v in vars(args).items() if k not in ("handler",)}
+    res["data_digest"] = data.digest()
+    if args.json:
+        protocol.save_result(res, args.json)
+    return EXIT_OK
