@@ -113,28 +113,42 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"{p}: no such manifest")
+    try:
+        return _read_manifest(p)
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _read_manifest(p: Path) -> list[Sample]:
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}")
-        out = []
-        for line, row in enumerate(reader, start=2):
-            label = row["class4"].strip()
-            if label not in CLASSES:
-                raise ManifestError(f"{p}:{line}: class4 {label!r} is not one of {', '.join(CLASSES)}")
-            try:
-                votes = parse_votes(row.get("votes") or "")
-            except ValueError as e:
-                raise ManifestError(f"{p}:{line}: {e}") from None
-            out.append(Sample(
-                path=(p.parent / row["path"]).resolve(),
-                label=CLASSES.index(label),
-                subject=(row.get("subject") or row["path"]).strip(),
-                groups={c: (row.get(c) or "").strip() for c in GROUP_COLUMNS},
-                votes=votes,
-                relpath=row["path"].strip(),
-            ))
+        try:
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}")
+            out = []
+            for row in reader:
+                line = reader.line_num
+                label = (row["class4"] or "").strip()  # (None: a short row)
+                if label not in CLASSES:
+                    raise ManifestError(f"{p}:{line}: class4 {label!r} is not one of {', '.join(CLASSES)}")
+                rel = (row["path"] or "").strip()
+                if not rel or "\0" in rel:
+                    raise ManifestError(f"{p}:{line}: path {rel!r} is not a file path")
+                try:
+                    votes = parse_votes(row.get("votes") or "")
+                except ValueError as e:
+                    raise ManifestError(f"{p}:{line}: {e}") from None
+                out.append(Sample(
+                    path=(p.parent / row["path"]).resolve(),
+                    label=CLASSES.index(label),
+                    subject=(row.get("subject") or row["path"]).strip(),
+                    groups={c: (row.get(c) or "").strip() for c in GROUP_COLUMNS},
+                    votes=votes,
+                    relpath=rel,
+                ))
+        except csv.Error as e:  # e.g. a field over csv's size limit, a stray quote in strict mode
+            raise ManifestError(f"{p}:{reader.line_num}: not a CSV row ({e})") from None
     return out
 
 
