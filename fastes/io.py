@@ -38,10 +38,18 @@ def _env_max_pixels() -> int:
     return value
 
 
+def _max_pixels_at_import() -> int:
+    try:
+        return _env_max_pixels()
+    except ValueError as e:  # a user's mistake: said in one line, not an import that fails
+        print(f"fastes: {e}; using 100 Mpx", file=sys.stderr)
+        return 100_000_000
+
+
 # The most pixels an image may have to be decoded at full size (100 Mpx: 300 MB as BGR;
 # phone cameras give 12-50 Mpx). Read calls look it up each time, so it can be changed here
 # at run time too (OpenCV's backstop keeps the value it had when cv2 was imported).
-MAX_PIXELS = _env_max_pixels()
+MAX_PIXELS = _max_pixels_at_import()
 
 if "cv2" not in sys.modules:  # OpenCV reads its limit once, at import: only then can it be set
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))

@@ -3,13 +3,16 @@ faces (for false detections), collages of faces (for several faces per image) an
 files (inputs that must each become an error row, never end a run)."""
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["nonface_images", "collage", "frame_with_face", "huge_png"]
+__all__ = ["nonface_images", "collage", "frame_with_face", "huge_png", "hostile_corpus", "HOSTILE_KINDS",
+           "exif_jpeg"]
 
 
 def nonface_images(n: int = 100, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[np.ndarray]:
@@ -109,3 +112,123 @@ def huge_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
             + _png_chunk(b"IEND", b""))
+
+
+def exif_jpeg(image: np.ndarray, orientation: int, quality: int = 95) -> bytes:
+    """A JPEG of ``image`` stored as is, with an EXIF APP1 segment whose orientation tag
+    (0x0112) is ``orientation`` (6: turn 90 degrees clockwise to view): a camera's
+    sideways photo, made without PIL."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    jpg = buf.tobytes()
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack(
+        "<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    return jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpg[2:]
+
+
+# What each file of hostile_corpus is, and what reading it gives: "error" (read_image
+# raises ImageError: an error row), "image" (decodes; a face may or may not be found),
+# "face" (decodes, with one face the default front end finds), "any" (an image or an
+# error, by the decoder's version: never anything else).
+HOSTILE_KINDS = {
+    "face": "face",  # bundled London samples (CC BY 4.0), copied
+    "face_16bit_png": "face", "face_grey_png": "face", "face_rgba_png": "face",
+    "face_exif_rotated": "face",  # stored sideways, EXIF orientation 6
+    "face_png_named_jpg": "face",  # content, not suffix, decides
+    "face_unicode_name": "face", "face_non_utf8_name": "face",  # b"bad\xff face.jpg"
+    "face_sideways": "face", "face_upside_down": "face",  # pixels turned 90 and 180 degrees
+    "one_pixel": "image", "no_face": "image",
+    "truncated_jpeg": "any",  # some libjpeg builds pad a cut JPEG with grey, OpenCV 4.14 refuses it
+    "truncated_png": "error", "zero_bytes": "error", "random_bytes": "error", "text_as_png": "error",
+    "huge_header_png": "error",  # IHDR claims 100000 x 100000, the data is 40 bytes
+    "huge_png": "error",  # a valid 30000 x 30000 PNG (900 Mpx): over the pixel limit
+    "huge_header_jpeg": "error",  # a cut JPEG whose frame header claims 65000 x 65000
+    "broken_symlink": "error",
+    "unreadable": "error",  # chmod 000; a face where the reader is root (see hostile_corpus)
+    "folder_named_jpg": "error", "not_a_video": "error",
+    "fifo": "error",  # only with fifo=True: a named pipe, which a plain read blocks on
+}
+
+
+def hostile_corpus(folder: str | os.PathLike, fifo: bool = False) -> dict[str, str]:
+    """Write a corpus of hostile inputs into ``folder`` (made if missing) and return
+    ``{file name: kind}`` (``HOSTILE_KINDS`` says what reading each kind gives). Names
+    are as ``os.listdir`` returns them: the non-UTF-8 one (``b"bad\\xff face.jpg"``) with
+    surrogate escapes (``os.fsencode`` gives its bytes back). Faces are the bundled London
+    samples (CC BY 4.0): no restricted image is used. Entries the file system refuses
+    (non-UTF-8 names, symbolic links, FIFOs on some systems) are left out of the result.
+
+    ``unreadable`` is chmod 000: still readable for root (CI containers often run as
+    root), where it decodes as a face; callers check ``os.access`` to know which to expect.
+    ``fifo=True`` adds a named pipe with an image suffix (a reader that does not check
+    for regular files blocks on it forever)."""
+    from .samples import sample_images
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    faces = sample_images()
+    face = cv2.imread(str(faces[0]), cv2.IMREAD_COLOR)
+    jpg = faces[0].read_bytes()
+    png = cv2.imencode(".png", face)[1].tobytes()
+    grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    made: dict[str, str] = {}
+
+    def put(name, kind: str, data: bytes | None = None) -> None:
+        try:
+            if data is not None:
+                with open(os.path.join(os.fsencode(out), name if isinstance(name, bytes) else os.fsencode(name)),
+                          "wb") as f:
+                    f.write(data)
+        except (OSError, ValueError):
+            return  # the file system refuses the name
+        made[os.fsdecode(name)] = kind
+
+    for i, p in enumerate(faces[:2]):
+        put(f"face_{i + 1}.jpg", "face", p.read_bytes())
+    put("face_16bit.png", "face_16bit_png", cv2.imencode(".png", grey.astype(np.uint16) * 257)[1].tobytes())
+    put("face_grey.png", "face_grey_png", cv2.imencode(".png", grey)[1].tobytes())
+    alpha = np.full(face.shape[:2], 200, np.uint8)
+    put("face_rgba.png", "face_rgba_png", cv2.imencode(".png", np.dstack([face, alpha]))[1].tobytes())
+    put("face_exif_rotated.jpg", "face_exif_rotated", exif_jpeg(cv2.rotate(face, cv2.ROTATE_90_COUNTERCLOCKWISE), 6))
+    put("face_png_named.jpg", "face_png_named_jpg", png)
+    put("ünïcödé face.jpg", "face_unicode_name", jpg)
+    put(b"bad\xff face.jpg", "face_non_utf8_name", jpg)
+    put("face_sideways.jpg", "face_sideways", cv2.imencode(".jpg", cv2.rotate(face, cv2.ROTATE_90_CLOCKWISE))[1].tobytes())
+    put("face_upside_down.jpg", "face_upside_down", cv2.imencode(".jpg", cv2.rotate(face, cv2.ROTATE_180))[1].tobytes())
+    put("one_pixel.png", "one_pixel", cv2.imencode(".png", np.full((1, 1, 3), 128, np.uint8))[1].tobytes())
+    put("no_face.jpg", "no_face", cv2.imencode(".jpg", nonface_images(6, seed=3)[5])[1].tobytes())
+    put("truncated.jpg", "truncated_jpeg", jpg[:len(jpg) // 2])
+    put("truncated.png", "truncated_png", png[:len(png) // 3])
+    put("zero_bytes.jpg", "zero_bytes", b"")
+    put("random_bytes.jpg", "random_bytes", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    put("notes.png", "text_as_png", "these are notes, not a picture\n".encode() * 20)
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    put("huge_header.png", "huge_header_png", b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(bytes(40))) + _png_chunk(b"IEND", b""))
+    put("huge.png", "huge_png", huge_png(30000, 30000))
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 65000, 65000, 1) + b"\x01\x11\x00"
+    put("huge_header.jpg", "huge_header_jpeg", b"\xff\xd8" + sof + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + bytes(64))
+    put("not_a_video.mp4", "not_a_video", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    try:
+        link = out / "broken_link.jpg"
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(out / "no such target.jpg")
+        made["broken_link.jpg"] = "broken_symlink"
+    except (OSError, NotImplementedError):
+        pass
+    put("unreadable.jpg", "unreadable", jpg)
+    if "unreadable.jpg" in made:
+        os.chmod(out / "unreadable.jpg", 0)
+    (out / "folder.jpg").mkdir(exist_ok=True)
+    made["folder.jpg"] = "folder_named_jpg"
+    if fifo and hasattr(os, "mkfifo"):
+        try:
+            if not (out / "pipe.jpg").exists():
+                os.mkfifo(out / "pipe.jpg")
+            made["pipe.jpg"] = "fifo"
+        except OSError:
+            pass
+    return made

@@ -198,6 +198,13 @@ def test_the_limit_from_the_environment(monkeypatch):
             fio._env_max_pixels()
 
 
+def test_a_bad_limit_in_the_environment_is_one_line_not_a_failed_import():
+    r = _python("import fastes.io as fio; print(fio.MAX_PIXELS)", FASTES_MAX_PIXELS="lots")
+    assert r.returncode == 0 and r.stdout.strip() == "100000000"
+    assert r.stderr.strip().splitlines() == ["fastes: FASTES_MAX_PIXELS must be a positive number of pixels, "
+                                             "got 'lots'; using 100 Mpx"]
+
+
 def _python(code: str, **env) -> "subprocess.CompletedProcess":
     import os
     import subprocess
@@ -299,3 +306,66 @@ def test_display_path_is_lossless_for_utf8_and_printable_for_anything():
     assert display_path("ünïcode/名前.jpg") == "ünïcode/名前.jpg"
     assert display_path(b"a/b\xff\xfe.jpg") == "a/b\\xff\\xfe.jpg"
     assert display_path(os.fsdecode(b"b\xff.jpg")) == "b\\xff.jpg"
+
+
+# ----------------------------------------------------------------------------- hostile corpus
+def test_hostile_corpus_writes_what_it_says(tmp_path):
+    import os
+
+    from fastes.io import image_size
+    from fastes.testing import HOSTILE_KINDS, hostile_corpus
+
+    made = hostile_corpus(tmp_path / "c", fifo=True)
+    d = tmp_path / "c"
+    assert sorted(os.listdir(d)) == sorted(made)  # every file it names, nothing else
+    assert set(made.values()) <= set(HOSTILE_KINDS)
+    by_kind = {k: n for n, k in made.items()}
+    assert {"face", "zero_bytes", "huge_png", "broken_symlink", "face_non_utf8_name", "fifo"} <= set(by_kind)
+    assert (d / by_kind["zero_bytes"]).stat().st_size == 0
+    assert image_size(d / by_kind["huge_png"]) == (30000, 30000) and (d / by_kind["huge_png"]).stat().st_size < 2e6
+    assert image_size(d / by_kind["huge_header_png"]) == (100_000, 100_000)
+    link = d / by_kind["broken_symlink"]
+    assert link.is_symlink() and not link.exists()
+    assert os.fsencode(by_kind["face_non_utf8_name"]) == b"bad\xff face.jpg"
+    assert (d / by_kind["unreadable"]).stat().st_mode & 0o777 == 0
+    assert (d / by_kind["folder_named_jpg"]).is_dir()
+    assert sum(k == "face" for k in made.values()) == 2
+    assert hostile_corpus(d) == {n: k for n, k in made.items() if k != "fifo"}  # rewriting over it works
+
+
+def test_each_hostile_input_is_an_image_or_an_image_error(tmp_path, finder):
+    """What the batch runner relies on: every file gives an array or an ImageError that
+    names it, as HOSTILE_KINDS says; the faces among them are found, upright."""
+    import os
+
+    from fastes.testing import HOSTILE_KINDS, hostile_corpus
+
+    made = hostile_corpus(tmp_path, fifo=True)
+    for name, kind in made.items():
+        path = tmp_path / name
+        want = HOSTILE_KINDS[kind]
+        if kind == "unreadable" and os.access(path, os.R_OK):
+            want = "face"  # root reads a chmod 000 file
+        try:
+            img = read_image(path)
+        except ImageError as e:
+            assert want in ("error", "any"), (name, e)
+            assert name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") in str(e)
+            continue
+        assert want in ("image", "face", "any"), name
+        assert isinstance(img, np.ndarray) and img.size > 0
+        if want == "face":
+            faces = finder(img)
+            assert len(faces) == 1, name
+            lm = faces.landmarks[0]
+            assert lm[36:48, 1].mean() < lm[48:60, 1].mean(), name  # upright
+
+
+def test_exif_jpeg_is_turned_upright_by_read_image():
+    from fastes.testing import exif_jpeg
+
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :5] = 255  # a white band on the left of the stored image
+    data = exif_jpeg(img, 6)  # 6: turn 90 degrees clockwise to view
+    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    assert back.shape[:2] == (40, 20) and back[:5].mean() > 200  # the band now on top
