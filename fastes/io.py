@@ -108,12 +108,14 @@ def _jpeg_size(f) -> tuple[int, int] | None:
     f.seek(2)
     while f.tell() < _JPEG_MAX_WALK:
         b = f.read(1)
+        while b and b != b"\xff":  # garbage between segments: libjpeg skips to the next marker too
+            b = f.read(1)
         while b == b"\xff":  # fill bytes before a marker
             b = f.read(1)
         if not b:
             return None
         m = b[0]
-        if m in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+        if m in (0x00, 0x01, *range(0xD0, 0xD9)):  # a stuffed 0 (not a marker), markers without a length
             continue
         seg = f.read(2)
         if len(seg) < 2:
@@ -273,6 +275,9 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None) -
             raise ImageError(f"{name}: not an image OpenCV can decode{why}", p) from None
         if img is None or img.size == 0:
             raise ImageError(f"{name}: not an image OpenCV can decode", p)
+        if img.shape[0] * img.shape[1] > limit:  # a header not read here (or misread): OpenCV's own limit bounded it
+            raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} image is over the limit of {limit / 1e6:g} Mpx "
+                             "(max_pixels, FASTES_MAX_PIXELS)", p)
         return img
     except ImageError:
         raise

@@ -369,3 +369,26 @@ def test_exif_jpeg_is_turned_upright_by_read_image():
     data = exif_jpeg(img, 6)  # 6: turn 90 degrees clockwise to view
     back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     assert back.shape[:2] == (40, 20) and back[:5].mean() > 200  # the band now on top
+
+
+def test_the_limit_holds_for_headers_not_read_here(tmp_path):
+    """A format whose size is not read from its header (Radiance HDR) is checked once
+    decoded (OpenCV's own limit bounds that decode): never an array over max_pixels."""
+    p = tmp_path / "a.hdr"
+    p.write_bytes(_encoded(".hdr", np.zeros((100, 100, 3), np.float32)))
+    assert read_image(p, max_pixels=10_000).shape[:2] == (100, 100)
+    with pytest.raises(ImageError, match=r"a.hdr: 100x100 image is over the limit of 0.005 Mpx"):
+        read_image(p, max_pixels=5_000)
+
+
+def test_jpeg_size_is_found_past_garbage_between_segments(tmp_path):
+    """libjpeg skips bytes that are not a marker; so does the header reading (found by
+    fuzzing: a JPEG whose second marker was mutated to a stuffed 0 was decoded at full
+    size past a lower limit)."""
+    from fastes.io import image_size
+
+    jpg = _encoded(".jpg", np.zeros((40, 56, 3), np.uint8))
+    p = tmp_path / "g.jpg"
+    p.write_bytes(jpg[:2] + b"\xff\x00garbage" + jpg[2:])
+    assert image_size(p) == (56, 40)
+    assert read_image(p, max_pixels=1000).shape[:2] == (20, 28)
