@@ -183,15 +183,16 @@ def save_result(result: dict, path) -> None:
 class LandmarkLearner:
     """The landmark network (:func:`fastes.train.train_landmarks`), Keras in memory."""
 
-    def __init__(self, cfg=None, progress: bool = False):
+    def __init__(self, cfg=None, progress: bool = False, out_dir=None):
         from .train import LandmarkConfig
 
         self.cfg, self.progress, self.name = cfg or LandmarkConfig(), progress, "landmarks"
+        self.out_dir = out_dir  # keep the trained model (model.keras, config.json) here
 
     def fit(self, data: FaceSet) -> None:
         from .train import train_landmarks
 
-        self.model, self.history = train_landmarks(data, self.cfg, progress=self.progress)
+        self.model, self.history = train_landmarks(data, self.cfg, progress=self.progress, out_dir=self.out_dir)
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
         from .train import landmark_inputs

@@ -479,8 +479,10 @@ def landmark_inputs(landmarks: np.ndarray) -> np.ndarray:
 
 def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, out_dir=None):
     """Train the landmark network on every row of ``data`` with a face (soft targets,
-    fresh augmentation each epoch from a seed per epoch). With ``out_dir``: ``model.keras``
-    and ``config.json`` (data digest, seconds). Returns ``(model, history)``."""
+    fresh augmentation each epoch from a seed per epoch). With ``out_dir``: a checkpoint
+    after each epoch (a rerun with the same recipe and data resumes there), then
+    ``model.keras`` and ``config.json`` (recipe, data digest, seconds). Returns
+    ``(model, history)``."""
     import keras
 
     from .nets import landmark_net
@@ -489,17 +491,29 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
     lms, y = data.landmarks[ok], data.targets[ok]
     w = np.where(np.isin(data.datasets[ok], POSED), cfg.posed_weight, 1.0).astype(np.float32)
     x0 = landmark_inputs(lms)
-    keras.utils.set_random_seed(cfg.seed)
-    model = landmark_net(x0.mean(0), x0.std(0), hidden=tuple(cfg.hidden), dropout=cfg.dropout)
-    steps = cfg.epochs * int(np.ceil(len(y) / cfg.batch))
-    sched = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps), alpha=0.02)
-    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay),
-                  loss="categorical_crossentropy", metrics=["categorical_accuracy"])
-    history = []
-    t_all = time.perf_counter()
+    out = Path(out_dir) if out_dir else None
+    ckpt, state_file = (out / "checkpoint.keras", out / "checkpoint.json") if out else (None, None)
+    recipe = {"config": json.loads(json.dumps(cfg.__dict__, default=list)), "data_digest": data.digest()}
+    history, start = [], 0
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    if ckpt and ckpt.exists() and state_file.exists() and \
+            {k: v for k, v in json.loads(state_file.read_text()).items() if k in recipe} == recipe:
+        state = json.loads(state_file.read_text())
+        model = keras.saving.load_model(ckpt)
+        start, history = state["epoch"], state["history"]
+    else:
+        keras.utils.set_random_seed(cfg.seed)
+        model = landmark_net(x0.mean(0), x0.std(0), hidden=tuple(cfg.hidden), dropout=cfg.dropout)
+        steps = cfg.epochs * int(np.ceil(len(y) / cfg.batch))
+        sched = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps), alpha=0.02)
+        model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay),
+                      loss="categorical_crossentropy", metrics=["categorical_accuracy"])
     from tqdm import tqdm
 
-    for ep in tqdm(range(cfg.epochs), desc="train landmarks", unit="epoch", disable=None if progress else True):
+    for ep in tqdm(range(start, cfg.epochs), desc="train landmarks", unit="epoch",
+                   disable=None if progress else True):
+        keras.utils.set_random_seed(cfg.seed * 1000 + ep)  # the epoch's shuffle and dropout: same when resumed
         t0 = time.perf_counter()
         a = augment(lms, np.random.default_rng((cfg.seed, ep)), rotate=cfg.rotate, jitter=cfg.jitter,
                     mirror=cfg.mirror)
@@ -510,12 +524,16 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
         history.append({"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
                         "accuracy": float(h.history["categorical_accuracy"][-1]),
                         "seconds": time.perf_counter() - t0})
-    if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        if out:
+            _atomic(ckpt, lambda p: model.save(p))
+            _atomic(state_file, lambda p: Path(p).write_text(json.dumps({**recipe, "epoch": ep + 1,
+                                                                         "history": history})))
+    if out:
         _atomic(out / "model.keras", lambda p: model.save(p))
-        meta = {"config": cfg.__dict__, "input": "landmarks (N, 136): fastes.remap output, flattened",
-                "classes": list(CLASSES), "n_train": int(ok.sum()), "data_digest": data.digest(),
-                "train_seconds": time.perf_counter() - t_all}
-        _atomic(out / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=list)))
+        meta = {**recipe, "input": "landmarks (N, 136): fastes.remap output, flattened",
+                "classes": list(CLASSES), "n_train": int(ok.sum()),
+                "train_seconds": float(sum(h["seconds"] for h in history))}
+        _atomic(out / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        for f in (ckpt, state_file):
+            f.unlink(missing_ok=True)
     return model, history

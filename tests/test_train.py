@@ -438,3 +438,29 @@ def test_landmark_models_of_either_input_shape_and_bad_shapes():
     bad = keras.Input((10,))
     with pytest.raises(ModelError, match=r"expected input \(N, 136\) or \(N, 68, 2\)"):
         KerasLandmarkClassifier.from_model(keras.Model(bad, keras.layers.Dense(4)(bad)))
+
+
+def test_landmark_training_resumes_after_an_interruption(tiny_run, monkeypatch, tmp_path):
+    import fastes.train as T
+
+    data = T.load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    cfg = T.LandmarkConfig(epochs=3, hidden=(8,))
+    full, _ = T.train_landmarks(data, cfg, progress=False, out_dir=tmp_path / "a")
+    calls = {"n": 0}
+    real = T.augment
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "augment", failing)
+    with pytest.raises(KeyboardInterrupt):
+        T.train_landmarks(data, cfg, progress=False, out_dir=tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["epoch"] == 2
+    monkeypatch.setattr(T, "augment", real)
+    resumed, hist = T.train_landmarks(data, cfg, progress=False, out_dir=tmp_path / "b")
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and not (tmp_path / "b" / "checkpoint.keras").exists()
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-3)  # float noise only

@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", default="auto", help="crop mode (default auto: see fastes.face.CROP_MODES)")
     p.add_argument("--workdir", metavar="DIR", help="keep each split's predictions here; resume from them")
     p.add_argument("--json", metavar="FILE", help="write the full result (metrics per set and group) here")
+    p.add_argument("--save-model", metavar="DIR",
+                   help="ferplus with --model landmarks: keep the model it trains (on all the shared data "
+                   "but FER+ valid) as DIR/model.keras with DIR/config.json (recipe, data digest): the "
+                   "model to ship, then 'fastes convert DIR/model.keras --out MODEL.tflite'")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run)
 
@@ -48,10 +52,13 @@ def make_recipe(args: argparse.Namespace):
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be >= 1")
     progress = not args.no_progress
+    save = getattr(args, "save_model", None)
+    if save and (args.protocol != "ferplus" or args.model != "landmarks"):
+        raise UsageError("--save-model goes with 'ferplus --model landmarks'")
     if args.model == "landmarks":
         cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
                              **({"epochs": args.epochs} if args.epochs else {}))
-        return lambda: protocol.LandmarkLearner(cfg, progress=progress)
+        return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save)
     if args.model == "logreg":
         return lambda: protocol.LogRegLearner()
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
