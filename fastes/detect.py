@@ -12,6 +12,11 @@ Both take an image array and return :class:`Detections` in original image coordi
   interpreter only, no MediaPipe code: letterbox to the model's square input, one
   invoke, anchor decoding and non-maximum suppression here. It also returns 6
   keypoints per face (eyes, nose tip, mouth, ear tragions).
+
+Both make sure of each face's orientation (``upright``, on by default): BlazeFace gives
+the in-plane roll of faces turned any way (``Detections.rolls``), judging the doubtful
+ones upright against turned 180 degrees (see ``ROLL_MIN``); Haar keeps only the boxes
+that are upright faces. Neither returns an upright box on an upside-down face.
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ or the paper's Haar cascade; each face's square crop is cut from the full-resolu
 image and resized to 250x250, and dlib's 68-point model places landmarks on it (run by
 :mod:`fastes.landmarks`, a Numba twin of ``dlib.shape_predictor``: same points, faster). For BlazeFace the crop
 is placed from the eye keypoints so that it frames the face as the Haar path does (dlib
-is sensitive to that framing; see ``BLAZE_TO_CROP``).
+is sensitive to that framing; see ``BLAZE_TO_CROP``). A face rolled in the image plane
+(the detector's ``Detections.rolls``) is cut from its box turned by the roll, so that
+dlib always sees it upright (``Faces.rolls``; see :class:`FaceFinder`).
 
 The detector and the 68-point predictor are loaded once per process and shared.
 """
@@ -163,6 +165,11 @@ class FaceFinder:
     paper's cascade, on a small grey copy) or a detector object. ``detect_size`` and
     ``fine_pass`` configure Haar (see :class:`fastes.detect.HaarDetector`). ``crop``: one of
     ``CROP_MODES``, when the whole image is taken as the face box (see ``CROP_MODES``).
+
+    Rolled faces: a face the detector reports rolled is cut turned upright, levelled by
+    its landmarks' eyes; one within ``ROLL_SNAP`` of a quarter or half turn (a sideways
+    photo) is found again in the image turned back, so it gets the landmarks the
+    upright photo gets. Upright faces take none of these steps.
     """
 
     def __init__(self, detector=DEFAULT_DETECTOR, detect_size: int = FAST_PASS.size, fine_pass: bool = True,
@@ -187,7 +194,8 @@ class FaceFinder:
     # -- stages ---------------------------------------------------------------------
     def detect(self, image: np.ndarray, order: str = "bgr") -> np.ndarray:
         """Crop boxes (int32 ``(K, 4)``: x, y, w, h, full resolution), left to right; the
-        whole image as one box where the crop mode says so."""
+        whole image as one box where the crop mode says so. (A rolled face's box is to be
+        cut turned by its roll: calling the finder itself does that.)"""
         return self._detect(image, order)[0]
 
     def _detect(self, image: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
