@@ -113,7 +113,8 @@ def crop_boxes(det: Detections) -> np.ndarray:
     rolls = getattr(det, "rolls", None)
     if rolls is not None and np.any(rolls):  # a rolled face: the offset from the eyes turns with it
         a = np.radians(rolls)
-        off = np.stack([np.cos(a) * off[:, 0] - np.sin(a) * off[:, 1], np.sin(a) * off[:, 0] + np.cos(a) * off[:, 1]], 1)
+        ca, sa = np.cos(a), np.sin(a)
+        off = np.stack([ca * off[:, 0] - sa * off[:, 1], sa * off[:, 0] + ca * off[:, 1]], 1)
     c = (det.keypoints[:, 0] + det.keypoints[:, 1]) / 2 + off
     return square_boxes(c, k * w)
 

@@ -195,8 +195,9 @@ def hostile_corpus(folder: str | os.PathLike, fifo: bool = False) -> dict[str, s
     put("face_png_named.jpg", "face_png_named_jpg", png)
     put("ünïcödé face.jpg", "face_unicode_name", jpg)
     put(b"bad\xff face.jpg", "face_non_utf8_name", jpg)
-    put("face_sideways.jpg", "face_sideways", cv2.imencode(".jpg", cv2.rotate(face, cv2.ROTATE_90_CLOCKWISE))[1].tobytes())
-    put("face_upside_down.jpg", "face_upside_down", cv2.imencode(".jpg", cv2.rotate(face, cv2.ROTATE_180))[1].tobytes())
+    for name, kind, code in (("face_sideways.jpg", "face_sideways", cv2.ROTATE_90_CLOCKWISE),
+                             ("face_upside_down.jpg", "face_upside_down", cv2.ROTATE_180)):
+        put(name, kind, cv2.imencode(".jpg", cv2.rotate(face, code))[1].tobytes())
     put("one_pixel.png", "one_pixel", cv2.imencode(".png", np.full((1, 1, 3), 128, np.uint8))[1].tobytes())
     put("no_face.jpg", "no_face", cv2.imencode(".jpg", nonface_images(6, seed=3)[5])[1].tobytes())
     put("truncated.jpg", "truncated_jpeg", jpg[:len(jpg) // 2])
@@ -209,7 +210,8 @@ def hostile_corpus(folder: str | os.PathLike, fifo: bool = False) -> dict[str, s
         + _png_chunk(b"IDAT", zlib.compress(bytes(40))) + _png_chunk(b"IEND", b""))
     put("huge.png", "huge_png", huge_png(30000, 30000))
     sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 65000, 65000, 1) + b"\x01\x11\x00"
-    put("huge_header.jpg", "huge_header_jpeg", b"\xff\xd8" + sof + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + bytes(64))
+    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    put("huge_header.jpg", "huge_header_jpeg", b"\xff\xd8" + sof + sos + bytes(64))
     put("not_a_video.mp4", "not_a_video", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     try:
         link = out / "broken_link.jpg"

@@ -205,7 +205,8 @@ def test_a_bad_limit_in_the_environment_is_one_line_not_a_failed_import():
                                              "got 'lots'; using 100 Mpx"]
 
 
-def _python(code: str, **env) -> "subprocess.CompletedProcess":
+def _python(code: str, **env):
+    """Run ``code`` in a fresh interpreter (limits are read at import) with ``env`` added."""
     import os
     import subprocess
     import sys
