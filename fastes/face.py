@@ -87,6 +87,10 @@ DEFAULT_DETECTOR = "blazeface"
 CROP_MODES = ("auto", "always", "never")
 DEFAULT_CROP = "auto"
 CROP_AUTO_MAX = 128
+# ... and whose short side is at least this: a 1x1 or 4x4 image is no face crop (a 1x1
+# image was labelled "positive" at 0.78). No image of the shared sets is smaller (not in
+# the tag, which keys caches).
+CROP_AUTO_MIN = 16
 
 
 def whole_image_box(shape: tuple) -> np.ndarray:
@@ -205,7 +209,8 @@ class FaceFinder:
             return whole_image_box(image.shape), np.zeros(1, np.float32)
         det = self.detector(image, order)
         boxes = np.round(crop_boxes(det)).astype(np.int32)
-        if self.crop == "auto" and not (boxes[:, 2] >= 2).any() and max(image.shape[:2]) <= CROP_AUTO_MAX:
+        if (self.crop == "auto" and not (boxes[:, 2] >= 2).any()
+                and CROP_AUTO_MIN <= min(image.shape[:2]) and max(image.shape[:2]) <= CROP_AUTO_MAX):
             return whole_image_box(image.shape), np.zeros(1, np.float32)
         rolls = getattr(det, "rolls", None)
         rolls = np.zeros(len(boxes), np.float32) if rolls is None else np.asarray(rolls, np.float32)

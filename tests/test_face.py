@@ -358,3 +358,13 @@ def test_tracking_leaves_rolled_faces_to_the_detector(finder, sample_paths):
     faces = finder(img, thumbs=True)
     assert len(faces) == 1 and faces.rolls.any()
     assert finder.track(img, faces) is None
+
+
+def test_a_tiny_image_is_no_face_crop(finder):
+    """Crop mode "auto" takes a small image the detector finds nothing in as one face
+    crop; a few pixels are not a face (a 1x1 image got a confident label)."""
+    from fastes.face import CROP_AUTO_MIN
+
+    for side in (1, 4, CROP_AUTO_MIN - 1):
+        assert len(finder(np.full((side, side, 3), 128, np.uint8))) == 0, side
+    assert len(FaceFinder(crop="always")(np.full((4, 4, 3), 128, np.uint8))) == 1  # asked for: done
