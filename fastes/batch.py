@@ -155,7 +155,8 @@ class Summary:
     errors: list[str] = field(default_factory=list)   # sources that could not be read
     kept: int = 0              # inputs already done in the output (resume)
     seconds: float = 0.0
-    startup_seconds: float = 0.0   # engine start (Ray's cluster and actors), apart from the work
+    startup_seconds: float = 0.0   # engine start (Ray's cluster, actors, first task), apart from the work
+    startup_inputs: int = 0        # inputs whose work is inside startup_seconds (the first task)
     rows: list[dict] | None = None
     interrupted: bool = False
 
@@ -441,8 +442,10 @@ def run(inputs: Iterable[str | os.PathLike] | None = None, out: str | os.PathLik
             if engine == "ray":
                 from .ray_engine import run_ray
 
+                stats: dict = {}
                 summary.startup_seconds = run_ray(todo, functools.partial(Worker, opts), workers, address, finish,
-                                                  progress)
+                                                  progress, stats)
+                summary.startup_inputs = stats.get("startup_inputs", 0)
             else:
                 _run_local(todo, opts, workers, finish, progress, webcam, on_frame)
     except (KeyboardInterrupt, Terminated):

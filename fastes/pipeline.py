@@ -26,7 +26,7 @@ from . import CLASSES
 from .detect import box_iou
 from .face import DEFAULT_DETECTOR, FaceFinder
 from .io import read_image
-from .sketch import sketch as draw_sketch
+from .sketch import drawable, sketch as draw_sketch
 
 __all__ = ["Face", "Pipeline", "Tracker", "shipped_models", "model_path", "load_model", "DEFAULT_MODEL"]
 
@@ -161,11 +161,17 @@ class Pipeline:
     def _classify(self, found, timings: dict) -> list[Face]:
         if len(found) == 0:
             return []
+        # landmarks that cannot be drawn (NaN, zero face width) are no face: a blank
+        # sketch would get a label (or crash a model)
+        ok = drawable(found.landmarks)
+        if not ok.any():
+            return []
         t0 = time.perf_counter()
-        probs = self.classifier(found.landmarks)
+        probs = self.classifier(found.landmarks[ok])
         timings = {**timings, "sketch_and_model": time.perf_counter() - t0}
+        boxes, image_lm, crop_lm = found.boxes[ok], found.image_landmarks()[ok], found.landmarks[ok]
         return [Face(tuple(int(v) for v in b), lm, p, clm, timings)
-                for b, lm, p, clm in zip(found.boxes, found.image_landmarks(), probs, found.landmarks)]
+                for b, lm, p, clm in zip(boxes, image_lm, probs, crop_lm)]
 
     def run_video(self, frames: Iterable, detect_every: int = 1) -> Iterator[list[Face]]:
         """Faces per video frame, in this process. With ``detect_every`` N > 1 the

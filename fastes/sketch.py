@@ -628,6 +628,17 @@ def _first_bad(lms, max_coord):
     return -1, 0
 
 
+def drawable(landmarks: np.ndarray) -> np.ndarray:
+    """bool ``(N,)``: which faces' landmarks can be remapped and drawn (finite, within
+    +-MAX_COORD, non-zero face width and nose height): the others would raise
+    :class:`DegenerateFaceError`."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    ok = (np.abs(lm) <= MAX_COORD).all(axis=(1, 2))  # False for NaN too
+    ok &= lm[:, 16, 0] != lm[:, 0, 0]
+    ok &= lm[:, 33, 1] != lm[:, 27, 1]
+    return ok
+
+
 def _as_batch(landmarks) -> tuple[np.ndarray, bool]:
     """Validate landmarks; return a C-contiguous float64 (N, 68, 2) array and `single`."""
     arr = np.asarray(landmarks)

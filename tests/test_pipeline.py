@@ -346,3 +346,28 @@ def test_python_m_fastes_with_workers(tmp_path):
                         "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(_table(out)) == 3
+
+
+def test_degenerate_landmarks_are_no_face_for_every_model(sample_landmarks):
+    """A face whose landmarks cannot be drawn is left out, not labelled from a blank
+    sketch (which crashes some int8 models)."""
+    from fastes.face import Faces
+    from fastes.pipeline import shipped_models
+
+    good = sample_landmarks[0].astype(np.float32)
+    flat = good.copy()
+    flat[:, 0] = 100.0  # zero face width
+    nan = good.copy()
+    nan[5] = np.nan
+
+    class Stub:
+        def __call__(self, image, order="bgr", thumbs=False):
+            lms = np.stack([flat, good, nan])
+            return Faces(np.array([[0, 0, 100, 100], [100, 0, 100, 100], [200, 0, 100, 100]], np.int32), lms)
+
+    for name in ["default", *[n for n in shipped_models() if n.startswith("capsnet")]]:
+        pipe = fastes.Pipeline(name)
+        pipe.detector = Stub()
+        faces = pipe.run(np.zeros((100, 300, 3), np.uint8))
+        assert [f.box for f in faces] == [(100, 0, 100, 100)]
+        np.testing.assert_allclose(faces[0].crop_landmarks, good)
