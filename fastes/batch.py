@@ -89,8 +89,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Item]:
                 try:
                     if stat.S_ISLNK(os.lstat(f).st_mode) and not f.exists():
                         err = "broken symbolic link"
-                    elif not f.is_file():
-                        continue  # fifos, sockets, devices: not inputs
+                    elif not f.is_file():  # never opened: a read of a FIFO would block
+                        err = "not a regular file (a FIFO, socket or device)"
                 except OSError as e:
                     err = f"cannot stat: {e.strerror or e}"
                 found.append(Item(f, f.relative_to(p), err))

@@ -184,7 +184,7 @@ def _corpus(d: Path, n: int) -> list[Path]:
 
 def _rows_in(path: Path) -> int:
     try:
-        return max(0, len(path.read_text().splitlines()) - 1)
+        return max(0, path.read_bytes().count(b"\n") - 1)
     except OSError:
         return 0
 
@@ -265,3 +265,65 @@ def test_evaluate_takes_the_ensemble_as_run_does(tmp_path):
     e = json.loads((tmp_path / "e.json").read_text())
     assert e["n"] == 2 and e["model"] == ["ensemble"]
     assert main(["evaluate", str(m), "--model", "default", "--threads", "0", "--no-progress"]) == 2
+
+
+def test_hostile_corpus_one_row_per_input_then_sigterm_and_resume(tmp_path):
+    """Good images mixed with every kind of bad input (fastes.testing.hostile_corpus):
+    one row per input, exit 1, a valid table; then SIGTERM half way through a bigger
+    copy and --resume: exactly one set of rows per input."""
+    from fastes.testing import HOSTILE_KINDS, hostile_corpus
+
+    src = tmp_path / "in"
+    made = hostile_corpus(src, fifo=True)
+    assert {"fifo", "huge_png", "broken_symlink", "face_non_utf8_name"} <= set(made.values())
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "fastes", "run", str(src), "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    rows = read_rows(out)  # a valid table: every line parses
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        by.setdefault(os.path.basename(row["source"]), []).append(row)
+    walked = {n for n, k in made.items() if k != "folder_named_jpg"}  # a folder is walked, not read
+    assert set(by) == walked  # one set of rows per input, whatever it is
+    for name in walked:
+        kind = made[name]
+        expect = HOSTILE_KINDS[kind]
+        got = by[name]
+        if kind == "unreadable" and os.access(src / name, os.R_OK):
+            expect = "face"  # root reads a chmod-000 file
+        if expect == "error":
+            assert len(got) == 1 and got[0]["error"] and got[0].get("face") is None, (name, got)
+        elif expect == "face":
+            assert any(g.get("label") in fastes.CLASSES for g in got), (name, got)
+
+    # a bigger copy (the good faces many times over), interrupted half way, then resumed
+    big = tmp_path / "big"
+    big.mkdir()
+    for name in made:
+        p = src / name
+        if made[name] in ("fifo", "broken_symlink", "folder_named_jpg") or not p.is_file():
+            continue
+        for k in range(8 if made[name] == "face" else 1):
+            (big / f"{k}_{name}").write_bytes(p.read_bytes())
+    n_inputs = len(list(big.iterdir()))
+    out2 = tmp_path / "big.csv"
+    cmd2 = [sys.executable, "-m", "fastes", "run", str(big), "--out", str(out2), "--no-progress"]
+    p = subprocess.Popen(cmd2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        tmps = list(tmp_path.glob(".big.csv.*.tmp"))
+        if tmps and _rows_in(tmps[0]) >= n_inputs // 3:
+            break
+        time.sleep(0.02)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert 0 < len({r["source"] for r in read_rows(out2)}) < n_inputs
+    r = subprocess.run(cmd2 + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
+    rows = read_rows(out2)
+    assert sorted({r["source"] for r in rows}) == sorted(str(q) for q in big.iterdir())
+    keys = [(r["source"], r["frame"], r["face"]) for r in rows]
+    assert len(keys) == len(set(keys))
