@@ -27,12 +27,12 @@ __all__ = ["ConversionError", "QUANTIZE", "convert", "sketch_sets", "landmark_se
 QUANTIZE = ("none", "fp16", "dynamic", "int8")
 # Calibration: 256 sketches. Sketch pixels are 0 or 1, so the input range is fixed; the
 # activations' ranges settle well before that (agreement measured at 64, 256 and 1,024
-# calibration sketches is in models/README.md). Drawn from posed and wild faces alike.
+# calibration sketches is in docs/experiments.md). Drawn from posed and wild faces alike.
 N_CALIBRATION = 256
 # Percentile calibration is opt-in (``percentile=``): at 99.9995 it lifts ResNet50's int8
 # agreement from 0.965 to 0.985 over the 5 subject-disjoint folds and from 0.972 to 0.983
 # on unseen wild faces (the exact min/max, 100, helps on the wild faces only); the VGG11s
-# and CapsNet, whose ranges were right, gain nothing measurable (models/README.md).
+# and CapsNet, whose ranges were right, gain nothing measurable (docs/experiments.md).
 
 
 class ConversionError(ValueError):

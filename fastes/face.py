@@ -66,13 +66,13 @@ class Faces:
 # inter-ocular distance away from the Haar path's). The crop is placed from the two eye
 # keypoints: centre = eye midpoint + (dx, dy) * box width, side = k * box width. The three
 # numbers are medians fitted on the posed sets of ../shared/data against the crop that
-# the Haar path's landmarks imply (tools/calibrate_blazeface.py; mean landmark error
+# the Haar path's landmarks imply (tools/make/calibrate_blazeface.py; mean landmark error
 # vs the Haar path 2.29 % of the inter-ocular distance on held-out subjects).
 BLAZE_TO_CROP = (0.004, 0.107, 1.067)
 
 # The crop a face's own landmarks imply (for tracking between detections in video):
 # centre = landmark mean + (cx, cy) * jaw width (points 0-16), side = k * jaw width.
-# Medians of the Haar path's boxes over the posed sets (tools/calibrate_blazeface.py
+# Medians of the Haar path's boxes over the posed sets (tools/make/calibrate_blazeface.py
 # prints them), so a tracked crop frames the face as a detection does.
 LANDMARKS_TO_CROP = (0.001, -0.144, 1.142)
 

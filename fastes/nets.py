@@ -15,7 +15,7 @@ from keras import layers, ops
 
 __all__ = ["NETS", "DEFAULT_SIZE", "build", "transfer", "Squash", "CapsuleRouting", "NormalizeLengths"]
 
-# Input size per network, chosen by the size sweep in models/README.md.
+# Input size per network, chosen by the size sweep in docs/experiments.md.
 DEFAULT_SIZE = {"vgg11": 48, "resnet50": 48, "capsnet": 32}
 NETS = tuple(DEFAULT_SIZE)
 

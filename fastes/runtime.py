@@ -244,7 +244,7 @@ class Augmented(Classifier):
     each face's landmarks, drawn as one batch. Seeded per call: the same landmarks always
     get the same probabilities. Costs ``copies`` times the inference. Why: measured with
     the fold models of a 5-fold subject-disjoint run of the shipped recipe, 8 copies
-    lift accuracy from 0.709 to 0.734 (models/README.md, "session 7")."""
+    lift accuracy from 0.709 to 0.734 (docs/experiments.md, "Does test-time augmentation help?")."""
 
     def __init__(self, base: Classifier, copies: int = 8, seed: int = 0):
         if not isinstance(copies, (int, np.integer)) or copies < 1:

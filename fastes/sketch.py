@@ -54,7 +54,7 @@ PARTS = (
 )
 _PARTS = np.array([(a, b, int(c)) for a, b, c in PARTS], dtype=np.int64)
 # Not drawn by the paper: the inner lip contour, which tells a closed mouth with full lips
-# from an open one (an experiment's option, TrainConfig.inner_mouth; models/README, session 9).
+# from an open one (an experiment's option, TrainConfig.inner_mouth; docs/experiments.md, "Why are black subjects recognized worst?").
 INNER_MOUTH = (60, 67, True)
 
 
