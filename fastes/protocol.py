@@ -183,11 +183,12 @@ def save_result(result: dict, path) -> None:
 class LandmarkLearner:
     """The landmark network (:func:`fastes.train.train_landmarks`), Keras in memory."""
 
-    def __init__(self, cfg=None, progress: bool = False, out_dir=None):
+    def __init__(self, cfg=None, progress: bool = False, out_dir=None, tta: int = 0):
         from .train import LandmarkConfig
 
         self.cfg, self.progress, self.name = cfg or LandmarkConfig(), progress, "landmarks"
         self.out_dir = out_dir  # keep the trained model (model.keras, config.json) here
+        self.tta = tta  # > 0: the runtime's test-time augmentation (fastes.runtime.Augmented), that many copies
 
     def fit(self, data: FaceSet) -> None:
         from .train import train_landmarks
@@ -200,7 +201,11 @@ class LandmarkLearner:
         x = landmark_inputs(landmarks)
         ok = np.isfinite(x).all(1)
         out = np.full((len(x), len(CLASSES)), 1.0 / len(CLASSES), np.float32)  # cannot remap: uniform
-        if ok.any():
+        if ok.any() and self.tta:
+            from .runtime import Augmented, KerasLandmarkClassifier
+
+            out[ok] = Augmented(KerasLandmarkClassifier.from_model(self.model), self.tta)(landmarks[ok])
+        elif ok.any():
             out[ok] = np.asarray(self.model.predict(x[ok], batch_size=1024, verbose=0))
         return out
 

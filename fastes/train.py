@@ -141,7 +141,7 @@ def mnist_inputs(x: np.ndarray, size: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- training
 # Epochs of each net's shipped recipe (``fastes train``'s default): measured on the 2-core
-# CPU, VGG11 618 s, CapsNet 577 s, ResNet50 1,633 s alone (models/README.md).
+# CPU, VGG11 618 s, CapsNet 577 s, ResNet50 1,633 s alone (docs/results.md).
 DEFAULT_EPOCHS = {"vgg11": 60, "capsnet": 40, "resnet50": 20}
 
 
@@ -163,7 +163,7 @@ class TrainConfig:
     rotate: float = 8.0             # augmentation: degrees (uniform +-), point jitter (px,
     jitter: float = 1.5             # Gaussian, crop space), mirror with p = 0.5
     mirror: bool = True
-    # Experiments only (tools/experiments.py ...:inner_mouth=1): also draw the inner lips.
+    # Experiments only (tools/experiments/cross_validate.py ...:inner_mouth=1): also draw the inner lips.
     # Not the paper's sketch, and the runtime draws the paper's: never ship such a model.
     inner_mouth: bool = False
     # k > 1: the network takes a k-times larger binary sketch and averages it over k x k
@@ -450,9 +450,10 @@ def _custom_objects() -> dict:
 # --------------------------------------------------------------------------- landmark network
 @dataclass
 class LandmarkConfig:
-    """The landmark network's recipe (:func:`train_landmarks`)."""
+    """The landmark network's recipe (:func:`train_landmarks`); the defaults are the
+    shipped model's (docs/accuracy.md)."""
 
-    epochs: int = 40
+    epochs: int = 30
     batch: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -202,3 +202,21 @@ def test_a_tflite_model_without_softmax_is_refused(tmp_path):
     p.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert())
     with pytest.raises(ModelError, match="logits.tflite: .*(negative|not probabilities)"):
         load_classifier(p)
+
+
+def test_shipped_landmark_model_is_told_by_its_input_shape(sample_landmarks):
+    """A model whose input is (N, 136) classifies remapped points; no sketch is drawn."""
+    import fastes
+    from fastes.pipeline import shipped_models
+    from fastes.runtime import TFLiteLandmarkClassifier
+
+    if "landmarks_int8" not in shipped_models():
+        pytest.skip("no shipped landmark model")
+    clf = load_classifier(shipped_models()["landmarks_int8"])
+    assert isinstance(clf, TFLiteLandmarkClassifier) and clf.input_shape == (136,) and clf.input_size == 0
+    p = clf(sample_landmarks)
+    assert p.shape == (len(sample_landmarks), 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+    flat = sample_landmarks[:1].copy()
+    flat[0, 16, 0] = flat[0, 0, 0]  # face sides on one column: cannot be remapped
+    with pytest.raises(fastes.DegenerateFaceError):
+        clf(flat)

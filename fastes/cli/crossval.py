@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=float, default=0.25, help="vgg11: channel scale (default 0.25, the shipped one)")
     p.add_argument("--posed-weight", type=float, default=1.0,
                    help="landmarks: loss weight of the posed sets' training rows (default 1)")
+    p.add_argument("--tta", type=int, default=0, metavar="N",
+                   help="landmarks: test-time augmentation, the mean over N augmented copies (as 'fastes run "
+                   "--tta N'; default 0 = off)")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
     p.add_argument("--detector", default="blazeface", help="front end of every row (default blazeface)")
     p.add_argument("--crop", default="auto", help="crop mode (default auto: see fastes.face.CROP_MODES)")
@@ -58,7 +61,9 @@ def make_recipe(args: argparse.Namespace):
     if args.model == "landmarks":
         cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
                              **({"epochs": args.epochs} if args.epochs else {}))
-        return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save)
+        if args.tta < 0:
+            raise UsageError("--tta must be >= 0")
+        return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save, tta=args.tta)
     if args.model == "logreg":
         return lambda: protocol.LogRegLearner()
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
@@ -106,3 +111,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         protocol.save_result(res, args.json)
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fastes.cli.crossval ...``: the command on its own (same options)."""
+    parser = argparse.ArgumentParser(prog="fastes")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["crossval", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        print(f"fastes crossval: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
