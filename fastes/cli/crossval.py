@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tta", type=int, default=0, metavar="N",
                    help="landmarks: test-time augmentation, the mean over N augmented copies (as 'fastes run "
                    "--tta N'; default 0 = off)")
+    p.add_argument("--ferplus-limit", type=int, metavar="N",
+                   help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
     p.add_argument("--detector", default="blazeface", help="front end of every row (default blazeface)")
     p.add_argument("--crop", default="auto", help="crop mode (default auto: see fastes.face.CROP_MODES)")
@@ -68,7 +70,7 @@ def make_recipe(args: argparse.Namespace):
         return lambda: protocol.LogRegLearner()
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
-    return lambda: protocol.SketchLearner(cfg, progress=progress)
+    return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
 
 
 def run(args: argparse.Namespace) -> int:
