@@ -85,11 +85,87 @@ def calibration_landmarks(posed, wild, wi, pi, n_calib: int, n_verify: int) -> n
                            posed.landmarks[pi[:n_calib - n_calib // 2]]])
 
 
-def run_tflite(content: bytes, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Run a TFLite model (bytes) on float inputs ``x``; quantized I/O scaled here."""
+def run_tflite(content: bytes, x, batch: int = 64) -> np.ndarray:
+    """Run a TFLite model (bytes) on float inputs ``x`` (a dict by input name for a model
+    with several inputs); quantized I/O scaled here."""
     from .runtime import TFLiteModel
 
-    return TFLiteModel(content=content, threads=2).predict(x, batch)
+    return TFLiteModel(content=content, threads=2, inputs=None).predict(x, batch)
+
+
+def _convert_two_stream(m, out, quantize: str, int8_io: bool, calibration, verify, labels,
+                        min_agreement: float, percentile) -> dict:
+    """:func:`convert` for a two-stream model (inputs ``sketch`` and ``face``):
+    ``calibration`` and ``verify`` are dicts of arrays by input name (default: real faces
+    of the shared data, :func:`two_stream_sets`)."""
+    import tensorflow as tf
+
+    from .twostream import is_two_stream
+
+    shapes = {t.name.split(":")[0]: tuple(t.shape) for t in m.inputs}
+    if not is_two_stream(shapes):
+        raise ConversionError(f"a two-input model must take 'sketch' and 'face' (N, S, S, 1), got {shapes}")
+    if percentile is not None:
+        raise ConversionError("--percentile is for one-input models")
+    if calibration is None or verify is None:
+        xc, xv, yv = two_stream_sets(shapes["sketch"][1], shapes["face"][1])
+        calibration = xc if calibration is None else calibration
+        if verify is None:
+            verify, labels = xv, yv
+    for name, arrays in (("calibration", calibration), ("verification", verify)):
+        if not isinstance(arrays, dict) or set(arrays) != set(shapes):
+            raise ConversionError(f"{name} inputs must be a dict with keys {sorted(shapes)}")
+        for k, v in arrays.items():
+            if tuple(np.shape(v)[1:]) != shapes[k][1:]:
+                raise ConversionError(f"{name} input {k!r} has shape {np.shape(v)[1:]}, the model wants {shapes[k][1:]}")
+    cal = {k: np.asarray(v, np.float32) for k, v in calibration.items()}
+    verify = {k: np.asarray(v, np.float32) for k, v in verify.items()}
+    with saved_model_converter(m) as conv:
+        if quantize == "fp16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize == "int8":
+            n = len(cal["sketch"])
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ({k: v[i:i + 1] for k, v in cal.items()} for i in range(n))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+        try:
+            content = conv.convert()
+        except Exception as e:
+            msg = str(e).strip().splitlines()
+            raise ConversionError("TFLite conversion failed (only builtin ops are allowed): "
+                                  + (msg[-1] if msg else type(e).__name__)) from None
+    return _verify_and_write(m, content, verify, labels, min_agreement, out, quantize, int8_io)
+
+
+def two_stream_sets(size: int, face_size: int, n_calib: int = N_CALIBRATION, n_verify: int = 600, seed: int = 0):
+    """:func:`sketch_sets` for a two-stream model: the same kind of faces' sketches and
+    aligned crops, as dicts by input name. Reads the images again (the landmark cache
+    keeps no pixels)."""
+    from .data import LandmarkCache, data_root, read_manifest
+    from .evaluate import face_inputs
+    from .face import FaceFinder
+    from .sketch import render
+
+    samples = [s for s in read_manifest(data_root() / "faces" / "manifest.csv")
+               if s.groups.get("dataset") in ("wild", "jaffe", "ckplus", "fei", "london")]
+    found, _, boxes, lms = LandmarkCache(finder=FaceFinder("haar")).get([s.path for s in samples], progress=False)
+    rng = np.random.default_rng(seed)
+    wild = rng.permutation([i for i in np.flatnonzero(found) if samples[i].groups["dataset"] == "wild"])
+    posed = rng.permutation([i for i in np.flatnonzero(found) if samples[i].groups["dataset"] != "wild"])
+    ver = wild[:n_verify]
+    cal = np.concatenate([wild[n_verify:n_verify + n_calib // 2], posed[:n_calib - n_calib // 2]])
+
+    def inputs(idx):
+        return {"sketch": render(lms[idx], size),
+                "face": face_inputs([samples[i].path for i in idx], boxes[idx], lms[idx], face_size)}
+
+    return inputs(cal), inputs(ver), np.array([samples[i].label for i in ver])
 
 
 def _load(model):
@@ -141,9 +217,12 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
     if problem := percentile_problem(quantize, percentile):
         raise ConversionError(problem)
     m = _load(model)
+    if len(m.inputs) == 2 and len(m.outputs) == 1:
+        return _convert_two_stream(m, out, quantize, int8_io, calibration, verify, labels, min_agreement,
+                                   percentile)
     if len(m.inputs) != 1 or len(m.outputs) != 1:
-        raise ConversionError(f"expected a model with one input and one output, got {len(m.inputs)} "
-                              f"and {len(m.outputs)}")
+        raise ConversionError(f"expected a model with one input (or a two-stream model's two) and one "
+                              f"output, got {len(m.inputs)} and {len(m.outputs)}")
     shape = tuple(m.inputs[0].shape)
     if any(d is None for d in shape[1:]):
         raise ConversionError(f"the input shape {shape} has unknown dimensions besides the batch; "
@@ -185,10 +264,18 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
             raise ConversionError("TFLite conversion failed (only builtin ops are allowed): "
                                   + (msg[-1] if msg else type(e).__name__)) from None
 
+    return _verify_and_write(m, content, verify, labels, min_agreement, out, quantize, int8_io)
+
+
+def _verify_and_write(m, content: bytes, verify, labels, min_agreement: float, out, quantize: str,
+                      int8_io: bool) -> dict:
+    """Compare the TFLite model with the Keras one on ``verify`` (an array, or a dict of
+    arrays by input name); write ``out`` when they agree well enough."""
     ref = np.asarray(m.predict(verify, batch_size=128, verbose=0))
     got = run_tflite(content, verify)
+    n_verify = len(next(iter(verify.values()))) if isinstance(verify, dict) else len(verify)
     agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-    res = {"quantize": quantize, "int8_io": int8_io, "size": len(content), "n_verify": len(verify),
+    res = {"quantize": quantize, "int8_io": int8_io, "size": len(content), "n_verify": n_verify,
            "agreement": agreement, "max_abs_diff": float(np.abs(ref - got).max())}
     if labels is not None:
         res["keras_accuracy"] = float((ref.argmax(1) == labels).mean())

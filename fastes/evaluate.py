@@ -168,11 +168,15 @@ def evaluate_manifest(manifest, classifier, cache: bool = True, progress: bool =
     if not samples:
         raise ValueError(f"{manifest}: no rows")
     if cache:
-        found, _, _, lms = LandmarkCache(finder=finder).get([s.path for s in samples], progress=progress)
+        found, _, boxes, lms = LandmarkCache(finder=finder).get([s.path for s in samples], progress=progress)
     else:
-        found, lms = _front_end([s.path for s in samples], finder, progress)
+        found, boxes, lms = _front_end([s.path for s in samples], finder, progress)
     probs = np.full((len(samples), len(CLASSES)), np.nan, np.float32)
-    if found.any():
+    if found.any() and getattr(classifier, "needs_face", False):  # two-stream: + aligned crops
+        idx = np.flatnonzero(found)
+        faces = face_inputs([samples[i].path for i in idx], boxes[idx], lms[idx], classifier.face_size)
+        probs[idx] = classifier.predict_faces(lms[idx], faces)
+    elif found.any():
         probs[found] = classifier(lms[found])
     y_pred = np.where(found, np.nan_to_num(probs, nan=-1).argmax(1), MISSED)
     groups = {c: [s.groups[c] for s in samples] for c in samples[0].groups}
@@ -187,4 +191,20 @@ def _front_end(paths, finder, progress):
 
     finder = finder or FaceFinder()
     res = [largest_face(finder, p) for p in tqdm(paths, desc="faces", unit="img", disable=None if progress else True)]
-    return np.array([r[0] for r in res], bool), np.array([r[3] for r in res], np.float32).reshape(-1, 68, 2)
+    return (np.array([r[0] for r in res], bool), np.array([r[2] for r in res], np.int32).reshape(-1, 4),
+            np.array([r[3] for r in res], np.float32).reshape(-1, 68, 2))
+
+
+def face_inputs(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """A two-stream model's ``face`` inputs for one face per image: each image read again
+    and its face cut aligned by the landmarks (crop coordinates in ``boxes``, mapped back
+    to the image as :meth:`fastes.Faces.image_landmarks` does for an unrolled face)."""
+    from .face import CROP
+    from .io import read_image, to_grey
+    from .twostream import face_input
+
+    out = []
+    for p, b, lm in zip(paths, boxes, landmarks):
+        image_lm = lm * (np.asarray(b[2:4], np.float32) / CROP) + np.asarray(b[:2], np.float32)
+        out.append(face_input(to_grey(read_image(p)), image_lm[None], size))
+    return np.concatenate(out) if out else np.zeros((0, size, size, 1), np.float32)

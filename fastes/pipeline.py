@@ -139,6 +139,11 @@ class Pipeline:
         self._pool = None
         self.classifier = load_model(model, threads)
         if self.tta:
+            if getattr(self.classifier, "needs_face", False):
+                from .runtime import ModelError
+
+                raise ModelError("test-time augmentation (tta) is for sketch and landmark models, "
+                                 "not two-stream ones")
             self.classifier = Augmented(self.classifier, self.tta)
         self.detector = detector if isinstance(detector, FaceFinder) else FaceFinder(detector)
         self.order = order
@@ -156,9 +161,9 @@ class Pipeline:
         arr, order = self._array(image)
         t1 = time.perf_counter()
         found = self.detector(arr, order=order)
-        return self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1})
+        return self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1}, arr, order)
 
-    def _classify(self, found, timings: dict) -> list[Face]:
+    def _classify(self, found, timings: dict, image: np.ndarray, order: str) -> list[Face]:
         if len(found) == 0:
             return []
         # landmarks that cannot be drawn (NaN, zero face width) are no face: a blank
@@ -167,9 +172,16 @@ class Pipeline:
         if not ok.any():
             return []
         t0 = time.perf_counter()
-        probs = self.classifier(found.landmarks[ok])
-        timings = {**timings, "sketch_and_model": time.perf_counter() - t0}
         boxes, image_lm, crop_lm = found.boxes[ok], found.image_landmarks()[ok], found.landmarks[ok]
+        if getattr(self.classifier, "needs_face", False):  # a two-stream model: + the aligned crops
+            from .io import to_grey
+            from .twostream import face_input
+
+            faces = face_input(to_grey(image, order), image_lm, self.classifier.face_size)
+            probs = self.classifier.predict_faces(crop_lm, faces)
+        else:
+            probs = self.classifier(crop_lm)
+        timings = {**timings, "sketch_and_model": time.perf_counter() - t0}
         return [Face(tuple(int(v) for v in b), lm, p, clm, timings)
                 for b, lm, p, clm in zip(boxes, image_lm, probs, crop_lm)]
 
@@ -192,7 +204,7 @@ class Pipeline:
             if found is None:
                 found, since = self.detector(arr, order=order, thumbs=detect_every > 1), 0
             prev = found
-            yield self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1})
+            yield self._classify(found, {"read": t1 - t0, "front_end": time.perf_counter() - t1}, arr, order)
 
     def run_batch(self, images: Iterable, errors: str = "raise") -> Iterator[list[Face] | Exception]:
         """``run`` over an iterable, lazily: one result list per input, in order.

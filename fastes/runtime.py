@@ -130,12 +130,21 @@ class Classifier:
     __call__ = predict_landmarks
 
 
-class TFLiteModel:
-    """Any one-input, one-output TFLite model (a file or bytes): batches of any length
-    (the input tensor is resized), quantized input and output scaled here. Shared by the
-    classifiers and by :func:`fastes.convert.convert`'s verification."""
+def input_key(name: str) -> str:
+    """A TFLite input tensor's name as the Keras model named it
+    (``serving_default_face:0`` -> ``face``)."""
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
-    def __init__(self, path=None, threads: int | None = None, content: bytes | None = None):
+
+class TFLiteModel:
+    """A TFLite model (a file or bytes) with one output and one or more inputs: batches of
+    any length (the input tensors are resized), quantized inputs and output scaled here.
+    Shared by the classifiers and by :func:`fastes.convert.convert`'s verification. A
+    several-input model takes a dict of arrays keyed by its inputs' names (``keys``)."""
+
+    def __init__(self, path=None, threads: int | None = None, content: bytes | None = None,
+                 inputs: int | None = 1):
         self.label = str(path) if path is not None else "model"
         if path is not None and not Path(path).is_file():
             raise ModelError(f"{path}: no such model file")
@@ -147,26 +156,36 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.label}: not a valid TFLite model ({e})") from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ModelError(f"{self.label}: expected one input and one output, got {len(ins)} and {len(outs)}")
-        self._in, self._out = ins[0], outs[0]
+        if (inputs is not None and len(ins) != inputs) or len(outs) != 1:
+            want = "one input" if inputs == 1 else f"{inputs or 'any number of'} inputs"
+            raise ModelError(f"{self.label}: expected {want} and one output, got {len(ins)} and {len(outs)}")
+        self._ins, self._out = ins, outs[0]
+        self._in = ins[0]
+        self.keys = [input_key(d["name"]) for d in ins]
         self._batch = int(self._in["shape"][0])
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
-            self.interp.resize_tensor_input(self._in["index"], [n, *self._in["shape"][1:]])
+            for d in self._ins:
+                self.interp.resize_tensor_input(d["index"], [n, *d["shape"][1:]])
             self.interp.allocate_tensors()
-            self._in = self.interp.get_input_details()[0]
+            self._ins = self.interp.get_input_details()
+            self._in = self._ins[0]
             self._out = self.interp.get_output_details()[0]
             self._batch = n
 
-    def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
-        x = np.asarray(x, np.float32)
+    def predict(self, x, batch: int = 64) -> np.ndarray:
+        xs = x if isinstance(x, dict) else {self.keys[0]: x}
+        if set(xs) != set(self.keys):
+            raise ModelError(f"{self.label}: inputs {sorted(xs)} given, the model takes {sorted(self.keys)}")
+        xs = {k: np.asarray(v, np.float32) for k, v in xs.items()}
+        n = len(next(iter(xs.values())))
         outs = []
-        for i in range(0, len(x), batch):
-            xb = x[i:i + batch]
-            self._resize(len(xb))
-            self.interp.set_tensor(self._in["index"], quantize_input(xb, self._in))
+        for i in range(0, n, batch):
+            m = min(batch, n - i)
+            self._resize(m)
+            for d, k in zip(self._ins, self.keys):
+                self.interp.set_tensor(d["index"], quantize_input(xs[k][i:i + m], d))
             self.interp.invoke()
             outs.append(dequantize_output(self.interp.get_tensor(self._out["index"]), self._out))
         return np.concatenate(outs) if outs else np.zeros((0, *self._out["shape"][1:]), np.float32)
@@ -339,22 +358,37 @@ class KerasLandmarkClassifier(LandmarkClassifier):
 
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
     """A classifier from a ``.tflite`` or ``.keras`` file: a sketch model (input
-    ``(N, S, S, 1)``) or a landmark model (input ``(N, 136)`` or ``(N, 68, 2)``)."""
+    ``(N, S, S, 1)``), a landmark model (input ``(N, 136)`` or ``(N, 68, 2)``) or a
+    two-stream model (inputs ``sketch`` and ``face``, :mod:`fastes.twostream`)."""
     p = Path(path)
     if p.suffix == ".tflite":
-        if is_landmark_input(TFLiteModel(p, 1)._in["shape"]):
+        probe = TFLiteModel(p, 1, inputs=None)
+        if len(probe.keys) == 2:  # a sketch and a face crop (fastes.twostream)
+            from .twostream import TFLiteTwoStream
+
+            return TFLiteTwoStream(p, threads)
+        if len(probe.keys) != 1:
+            raise ModelError(f"{p}: expected one input (a sketch or landmarks) or two (a sketch and a face "
+                             f"crop), got {len(probe.keys)}")
+        if is_landmark_input(probe._in["shape"]):
             return TFLiteLandmarkClassifier(p, threads)
         return TFLiteClassifier(p, threads)
     if p.suffix in (".keras", ".h5"):
         try:
             return KerasClassifier(p)
         except ModelError as e:
-            if "expected input (N, S, S, 1)" not in str(e):
+            if "expected input (N, S, S, 1)" not in str(e) and "one input" not in str(e):
                 raise
             sketch_error = e
         import keras  # loadable (KerasClassifier got that far), just not a sketch model
 
+        from . import nets  # noqa: F401  (custom layers)
+
         model = keras.saving.load_model(p, compile=False)
+        if len(model.inputs) == 2:
+            from .twostream import KerasTwoStream
+
+            return KerasTwoStream(model, p.stem)
         if not is_landmark_input(model.input_shape):
             raise sketch_error
         return KerasLandmarkClassifier(model, p.stem)

@@ -11,9 +11,9 @@ def add_parser(sub) -> None:
     cv = sub.add_parser(
         "convert",
         help="convert a Keras model to TFLite (float, fp16, dynamic or full int8), verified",
-        description="Convert MODEL.keras (any Keras model with one image input) to TFLite with builtin "
-        "ops only. int8 is full-integer post-training quantization calibrated on real sketches (or "
-        "--calibration). The result is checked against the Keras model on held-out inputs: top-1 "
+        description="Convert MODEL.keras (a sketch, landmark or two-stream model, or any Keras model with "
+        "one input) to TFLite with builtin ops only. int8 is full-integer post-training quantization "
+        "calibrated on real faces' sketches, landmarks or aligned crops (or --calibration). The result is checked against the Keras model on held-out inputs: top-1 "
         "agreement and both accuracies are printed, and nothing is written when agreement is below "
         "--min-agreement.",
     )
@@ -22,9 +22,11 @@ def add_parser(sub) -> None:
     cv.add_argument("--quantize", choices=["none", "fp16", "dynamic", "int8"], default="int8",
                     help="default int8")
     cv.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (with --quantize int8)")
-    cv.add_argument("--calibration", metavar="FILE.npy",
+    cv.add_argument("--calibration", metavar="FILE.npy|.npz",
                     help="float inputs for calibration and verification, shaped like the model's input "
-                    "(default: sketches from the landmark cache; needed for non-sketch models)")
+                    "(an .npz of arrays named after the inputs for a model with several, e.g. sketch and face); "
+                    "the first half calibrates, the second verifies (default: real faces from the landmark "
+                    "cache; needed for other models)")
     cv.add_argument("--min-agreement", type=float, default=0.98, help="default 0.98")
     cv.add_argument("--percentile", type=float, metavar="P",
                     help="int8 only: re-measure each activation's range on the calibration inputs and "
@@ -51,10 +53,16 @@ def run(args: argparse.Namespace) -> int:
     cal = ver = None
     if args.calibration:
         try:
-            arr = np.load(args.calibration, allow_pickle=False).astype(np.float32)
+            loaded = np.load(args.calibration, allow_pickle=False)
+            arrays = {k: loaded[k].astype(np.float32) for k in loaded.files} if hasattr(loaded, "files") \
+                else {"": loaded.astype(np.float32)}
         except (OSError, ValueError) as e:
             raise UsageError(f"--calibration {args.calibration}: {e}") from None
-        cal, ver = arr[: len(arr) // 2], arr[len(arr) // 2:]  # halves: calibrate, verify
+        n = min(len(a) for a in arrays.values())
+        cal = {k: a[: n // 2] for k, a in arrays.items()}  # halves: calibrate, verify
+        ver = {k: a[n // 2: n] for k, a in arrays.items()}
+        if list(arrays) == [""]:
+            cal, ver = cal[""], ver[""]
     try:
         r = convert(args.model, args.out, args.quantize, args.int8_io, cal, ver, min_agreement=args.min_agreement,
                     percentile=args.percentile)

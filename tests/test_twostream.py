@@ -1,0 +1,104 @@
+"""Two-stream models (sketch + aligned face crop): build, convert to int8, load as a
+classifier, run through Pipeline, `fastes run`, `fastes convert` and `fastes evaluate`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import fastes
+from fastes.cli import main, sample_images
+from fastes.io import read_image, to_grey
+
+keras = pytest.importorskip("keras", reason="the train extra (Keras) builds the model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, finder):
+    """A tiny two-stream model fitted a few steps on the bundled samples, its .keras file
+    and calibration inputs."""
+    from fastes.sketch import render
+    from fastes.twostream import build, face_input
+
+    d = tmp_path_factory.mktemp("twostream")
+    lms, faces, labels = [], [], []
+    for p in sample_images():
+        grey = to_grey(read_image(p))
+        found = finder(grey)
+        lms.append(found.landmarks[0])
+        faces.append(face_input(grey, found.image_landmarks()[:1], 32)[0])
+        labels.append(0 if "happiness" in p.name else 3)
+    lms, faces, labels = np.array(lms), np.array(faces), np.array(labels)
+    keras.utils.set_random_seed(0)
+    m = build(size=32, face_size=32, width=0.125)
+    m.compile("adam", "sparse_categorical_crossentropy")
+    x = {"sketch": render(lms, 32), "face": faces}
+    m.fit(x, labels, epochs=3, verbose=0)
+    path = d / "tiny.keras"
+    m.save(path)
+    # calibration: the faces and mirrored copies (a few dozen inputs)
+    cal = {"sketch": np.concatenate([x["sketch"], x["sketch"][:, :, ::-1]] * 4),
+           "face": np.concatenate([x["face"], x["face"][:, :, ::-1]] * 4)}
+    return path, cal, m
+
+
+def test_model_file_says_what_it_needs(tiny):
+    from fastes.runtime import load_classifier
+    from fastes.twostream import KerasTwoStream
+
+    clf = load_classifier(tiny[0])
+    assert isinstance(clf, KerasTwoStream) and clf.needs_face and (clf.input_size, clf.face_size) == (32, 32)
+    with pytest.raises(fastes.runtime.ModelError, match="face crops"):
+        clf(np.zeros((1, 68, 2)))
+
+
+def test_convert_runtime_pipeline_and_evaluate(tiny, tmp_path):
+    from fastes.convert import convert
+    from fastes.evaluate import evaluate_manifest
+    from fastes.runtime import load_classifier
+    from fastes.twostream import TFLiteTwoStream
+
+    path, cal, keras_model = tiny
+    out = tmp_path / "tiny_int8.tflite"
+    res = convert(path, out, "int8", calibration=cal, verify=cal, min_agreement=0.5)
+    assert out.is_file() and res["n_verify"] == len(cal["sketch"]) and res["agreement"] >= 0.5
+    clf = load_classifier(out)
+    assert isinstance(clf, TFLiteTwoStream) and clf.face_size == 32
+    ref = keras_model.predict(cal, verbose=0)
+    got = clf._predict(cal)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.5 and np.allclose(got.sum(1), 1, atol=1e-5)
+
+    pipe = fastes.Pipeline(str(out))
+    faces = pipe.run(sample_images()[0])
+    assert len(faces) == 1 and faces[0].label in fastes.CLASSES and abs(faces[0].probs.sum() - 1) < 1e-5
+    # the pipeline's crops are the ones the model was calibrated on: same probabilities
+    p_direct = clf._predict({"sketch": cal["sketch"][:1], "face": cal["face"][:1]})
+    np.testing.assert_allclose(faces[0].probs, p_direct[0], atol=0.02)
+    with pytest.raises(fastes.runtime.ModelError, match="augmentation"):
+        fastes.Pipeline(str(out), tta=4)
+
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset\n" + "".join(
+        f"{p},{'positive' if 'happiness' in p.name else 'neutral'},london\n" for p in sample_images()))
+    metrics, y_pred, probs = evaluate_manifest(m, clf, cache=False, progress=False)
+    assert metrics["n"] == len(sample_images()) and metrics["detected"] == len(sample_images())
+    assert np.isfinite(probs).all()
+    assert main(["evaluate", str(m), "--model", str(out), "--no-cache", "--json", str(tmp_path / "e.json"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["n"] == len(sample_images())
+    assert main(["run", *map(str, sample_images()[:2]), "--model", str(out), "--out", str(tmp_path / "r.csv"),
+                 "--no-progress"]) == 0
+
+
+def test_cli_convert_takes_named_calibration_arrays(tiny, tmp_path, capsys):
+    path, cal, _ = tiny
+    npz = tmp_path / "cal.npz"
+    np.savez(npz, sketch=np.concatenate([cal["sketch"]] * 2), face=np.concatenate([cal["face"]] * 2))
+    out = tmp_path / "c.tflite"
+    assert main(["convert", str(path), "--out", str(out), "--calibration", str(npz), "--min-agreement", "0.5"]) == 0
+    assert out.is_file() and "agreement" in capsys.readouterr().out
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, sketch=cal["sketch"])  # the face input missing
+    assert main(["convert", str(path), "--out", str(tmp_path / "d.tflite"), "--calibration", str(bad)]) == 1
+    assert "keys" in capsys.readouterr().err and not (tmp_path / "d.tflite").exists()
