@@ -119,3 +119,97 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     z = layers.Dropout(dropout)(z)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(z)
     return keras.Model([sk_in, face_in], out, name="two_stream")
+
+
+# --------------------------------------------------------------------------- training
+def crop_cache(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int, tag: str, progress: bool = True,
+               cache_dir=None) -> np.ndarray:
+    """uint8 ``(N, size, size)`` aligned crops of one face per image (``boxes`` and crop
+    ``landmarks`` from the landmark cache), kept in ``$FASTES_CACHE`` (or
+    ``~/.cache/fastes``) under the front end's ``tag``: images are read once."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .evaluate import face_inputs
+
+    d = Path(cache_dir or os.environ.get("FASTES_CACHE") or Path.home() / ".cache" / "fastes")
+    d.mkdir(parents=True, exist_ok=True)
+    file = d / f"crops-{hashlib.sha1(f'v1|{tag}|{size}'.encode()).hexdigest()[:10]}.npz"
+    keys = [f"{p}|{','.join(map(str, np.asarray(b).tolist()))}" for p, b in zip(paths, boxes)]
+    have: dict[str, np.ndarray] = {}
+    if file.exists():
+        z = np.load(file, allow_pickle=False)
+        have = dict(zip(z["keys"].tolist(), z["crops"]))
+    todo = [i for i, k in enumerate(keys) if k not in have]
+    for i in tqdm(todo, desc="aligned crops", unit="img", disable=None if progress and todo else True):
+        have[keys[i]] = np.round(face_inputs([paths[i]], boxes[i:i + 1], landmarks[i:i + 1], size)[0, ..., 0]
+                                 * 255).astype(np.uint8)
+    if todo:
+        from .io import atomic_write
+
+        ks = sorted(have)
+        atomic_write(file, lambda t: np.savez(t, keys=np.array(ks), crops=np.stack([have[k] for k in ks])))
+    return np.stack([have[k] for k in keys]) if keys else np.zeros((0, size, size), np.uint8)
+
+
+def _face_aug(crops: np.ndarray, rng) -> np.ndarray:
+    """A training epoch's crops: mirrored with p = 0.5, contrast x0.8-1.2, brightness +-0.08."""
+    x = crops.astype(np.float32) / 255
+    flip = rng.random(len(x)) < 0.5
+    x[flip] = x[flip, :, ::-1]
+    x = (x - 0.5) * rng.uniform(0.8, 1.2, (len(x), 1, 1)) + 0.5 + rng.uniform(-0.08, 0.08, (len(x), 1, 1))
+    return np.clip(x, 0, 1)[..., None]
+
+
+class TwoStreamLearner:
+    """A :class:`fastes.protocol.Learner` for the two-stream model: ``whole`` is the
+    :class:`fastes.train.FaceSet` the protocol splits (its rows' boxes and crops are looked
+    up by landmarks, which the protocol hands over alone)."""
+
+    def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
+                 progress: bool = False):
+        from .data import LandmarkCache
+        from .face import FaceFinder
+        from .protocol import FRONT_END
+        from .train import TrainConfig
+
+        self.cfg = cfg or TrainConfig(net="vgg11", size=48, width=0.25, epochs=8, batch=64)
+        self.face_size, self.progress, self.name = face_size, progress, "two-stream"
+        finder = FaceFinder(**(front_end or FRONT_END))
+        _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
+        crops = np.zeros((len(whole), face_size, face_size), np.uint8)
+        ok = whole.found
+        crops[ok] = crop_cache([whole.paths[i] for i in np.flatnonzero(ok)], boxes[ok], lms[ok], face_size,
+                               finder.tag, progress)
+        self.crops = crops
+        self.row = {whole.landmarks[i].tobytes(): i for i in np.flatnonzero(ok)}
+
+    def _rows(self, landmarks: np.ndarray) -> np.ndarray:
+        try:
+            return np.array([self.row[np.asarray(lm, np.float32).tobytes()] for lm in landmarks], np.int64)
+        except KeyError:
+            raise ValueError("landmarks that are not rows of the FaceSet this learner was made for") from None
+
+    def fit(self, data) -> None:
+        from .sketch import augment
+        from .train import fit
+
+        cfg = self.cfg
+        lms = data.landmarks[data.found]
+        crops = self.crops[self._rows(lms)]
+        self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout)
+
+        def inputs(ep: int) -> dict:
+            rng = np.random.default_rng((cfg.seed, ep))
+            sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
+            return {SKETCH: cfg.draw(sk), FACE: _face_aug(crops, rng) if cfg.augment else crops[..., None] / 255}
+
+        fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress, desc="two-stream")
+
+    def predict(self, landmarks: np.ndarray) -> np.ndarray:
+        faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
+        return np.asarray(self.model.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
+                                             verbose=0), np.float32)

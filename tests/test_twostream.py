@@ -102,3 +102,27 @@ def test_cli_convert_takes_named_calibration_arrays(tiny, tmp_path, capsys):
     np.savez(bad, sketch=cal["sketch"])  # the face input missing
     assert main(["convert", str(path), "--out", str(tmp_path / "d.tflite"), "--calibration", str(bad)]) == 1
     assert "keys" in capsys.readouterr().err and not (tmp_path / "d.tflite").exists()
+
+
+def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
+    """The protocol's two-stream recipe: crops cached by the front end's tag, looked up by
+    landmarks; rows it was not made for are refused."""
+    from fastes.train import TrainConfig, load_faces
+    from fastes.twostream import TwoStreamLearner
+
+    monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset\n" + "".join(
+        f"{p},{'positive' if 'happiness' in p.name else 'neutral'},london\n" for p in sample_images()))
+    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    assert data.found.all()
+    cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4)
+    learner = TwoStreamLearner(data, cfg, face_size=32)
+    assert len(list((tmp_path / "cache").glob("crops-*.npz"))) == 1
+    learner.fit(data.subset(np.arange(4)))
+    p = learner.predict(data.landmarks[4:])
+    assert p.shape == (2, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="not rows"):
+        learner.predict(data.landmarks[:1] + 1)
+    again = TwoStreamLearner(data, cfg, face_size=32)  # crops read back from the cache
+    np.testing.assert_array_equal(again.crops, learner.crops)
