@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["CANON", "similarity", "align_matrices", "aligned_crops", "aligned_crops_reference"]
+__all__ = ["CANON", "similarity", "align_matrices", "aligned_crops", "aligned_crops_reference", "face_input"]
 
 # Left eye centre, right eye centre, mouth centre as fractions of the frame (x, y): eyes
 # 0.4 of the frame apart at 0.36 of its height, the mouth ~1.05 eye distances below them.
@@ -95,3 +95,9 @@ def aligned_crops_reference(grey: np.ndarray, landmarks: np.ndarray, size: int =
              + (1 - fx) * fy * px(y0 + 1, x0) + fx * fy * px(y0 + 1, x0 + 1))
         out[k] = np.clip(np.round(v), 0, 255).astype(np.uint8)
     return out
+
+
+def face_input(grey: np.ndarray, image_landmarks: np.ndarray, size: int) -> np.ndarray:
+    """A two-stream model's ``face`` input for the faces of one grey image: aligned crops,
+    float32 ``(K, size, size, 1)`` in [0, 1]."""
+    return (aligned_crops(grey, image_landmarks, size)[..., None] / np.float32(255)).astype(np.float32)

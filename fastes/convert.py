@@ -100,7 +100,7 @@ def _convert_two_stream(m, out, quantize: str, int8_io: bool, calibration, verif
     of the shared data, :func:`two_stream_sets`)."""
     import tensorflow as tf
 
-    from .twostream import is_two_stream
+    from .runtime import is_two_stream
 
     shapes = {t.name.split(":")[0]: tuple(t.shape) for t in m.inputs}
     if not is_two_stream(shapes):

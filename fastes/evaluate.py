@@ -201,7 +201,7 @@ def face_inputs(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int) -> n
     to the image as :meth:`fastes.Faces.image_landmarks` does for an unrolled face)."""
     from .face import CROP
     from .io import read_image, to_grey
-    from .twostream import face_input
+    from .align import face_input
 
     out = []
     for p, b, lm in zip(paths, boxes, landmarks):

@@ -175,7 +175,7 @@ class Pipeline:
         boxes, image_lm, crop_lm = found.boxes[ok], found.image_landmarks()[ok], found.landmarks[ok]
         if getattr(self.classifier, "needs_face", False):  # a two-stream model: + the aligned crops
             from .io import to_grey
-            from .twostream import face_input
+            from .align import face_input
 
             faces = face_input(to_grey(image, order), image_lm, self.classifier.face_size)
             probs = self.classifier.predict_faces(crop_lm, faces)

@@ -17,7 +17,8 @@ from . import CLASSES
 
 __all__ = ["ModelError", "Classifier", "TFLiteModel", "TFLiteClassifier", "KerasClassifier", "load_classifier",
            "Ensemble", "interpreter_class", "LANDMARK_SHAPES", "is_landmark_input", "landmark_features",
-           "LandmarkClassifier", "TFLiteLandmarkClassifier", "KerasLandmarkClassifier"]
+           "LandmarkClassifier", "TFLiteLandmarkClassifier", "KerasLandmarkClassifier",
+           "SKETCH", "FACE", "is_two_stream", "TFLiteTwoStream", "KerasTwoStream"]
 
 
 class ModelError(ValueError):
@@ -356,6 +357,78 @@ class KerasLandmarkClassifier(LandmarkClassifier):
         return check_probabilities(p, self.name)
 
 
+# --------------------------------------------------------------------------- two-stream
+# A two-stream model takes the emotion sketch and the face crop aligned by its own
+# landmarks (fastes.align), fused late: inputs named ``sketch`` (N, S, S, 1) in {0, 1} and
+# ``face`` (N, F, F, 1) grey levels in [0, 1]. The file says what it needs by those names;
+# Pipeline and evaluate then pass the crops (predict_faces). Built and trained by
+# fastes.twostream.
+SKETCH, FACE = "sketch", "face"  # the two inputs' names
+
+
+def is_two_stream(shapes: dict) -> bool:
+    """True for inputs named ``sketch`` and ``face``, each ``(N, S, S, 1)``."""
+    return set(shapes) == {SKETCH, FACE} and all(
+        len(s) == 4 and s[1] == s[2] and s[3] == 1 for s in shapes.values())
+
+
+class _TwoStream(Classifier):
+    """Shared by the TFLite and Keras two-stream classifiers."""
+
+    needs_face = True  # Pipeline and evaluate pass aligned crops (predict_faces)
+    face_size: int
+
+    def predict_faces(self, landmarks: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Probabilities for crop-space landmarks ``(N, 68, 2)`` and their aligned crops
+        ``(N, F, F, 1)`` (:func:`face_input`)."""
+        from .sketch import render
+
+        if len(landmarks) != len(faces):
+            raise ValueError(f"{len(landmarks)} landmark sets but {len(faces)} face crops")
+        return self._predict({SKETCH: render(landmarks, self.input_size), FACE: faces})
+
+    def predict_landmarks(self, landmarks):
+        raise ModelError(f"{self.name}: a two-stream model needs the face crops too (predict_faces)")
+
+    __call__ = predict_landmarks
+
+    def predict(self, x):
+        raise ModelError(f"{self.name}: a two-stream model takes a sketch and a face crop (predict_faces)")
+
+
+class TFLiteTwoStream(_TwoStream):
+    """A ``.tflite`` two-stream classifier."""
+
+    def __init__(self, path, threads: int | None = None):
+        self.model = TFLiteModel(path, threads, inputs=2)
+        self.name = self.model.label
+        shapes = {k: tuple(int(v) for v in d["shape"]) for k, d in zip(self.model.keys, self.model._ins)}
+        if not is_two_stream(shapes) or int(self.model._out["shape"][-1]) != 4:
+            raise ModelError(f"{path}: expected inputs 'sketch' and 'face' (N, S, S, 1) and output (N, 4), "
+                             f"got {shapes}")
+        self.input_size, self.face_size = shapes[SKETCH][1], shapes[FACE][1]
+
+    def _predict(self, inputs: dict) -> np.ndarray:
+        p = self.model.predict(inputs)
+        p = p / np.maximum(p.sum(1, keepdims=True), 1e-6) if len(p) else p  # int8 rounding
+        return check_probabilities(p, self.name)
+
+
+class KerasTwoStream(_TwoStream):
+    """A Keras two-stream model (object or ``.keras`` file; needs the ``train`` extra)."""
+
+    def __init__(self, model, name: str = "keras"):
+        self.model, self.name = model, name
+        shapes = {t.name.split(":")[0]: tuple(t.shape) for t in model.inputs}
+        if not is_two_stream(shapes):
+            raise ModelError(f"{name}: expected inputs 'sketch' and 'face' (N, S, S, 1), got {shapes}")
+        self.input_size, self.face_size = int(shapes[SKETCH][1]), int(shapes[FACE][1])
+
+    def _predict(self, inputs: dict) -> np.ndarray:
+        p = np.asarray(self.model.predict(inputs, batch_size=256, verbose=0), np.float32)
+        return check_probabilities(p, self.name)
+
+
 def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Classifier:
     """A classifier from a ``.tflite`` or ``.keras`` file: a sketch model (input
     ``(N, S, S, 1)``), a landmark model (input ``(N, 136)`` or ``(N, 68, 2)``) or a
@@ -364,8 +437,6 @@ def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Clas
     if p.suffix == ".tflite":
         probe = TFLiteModel(p, 1, inputs=None)
         if len(probe.keys) == 2:  # a sketch and a face crop (fastes.twostream)
-            from .twostream import TFLiteTwoStream
-
             return TFLiteTwoStream(p, threads)
         if len(probe.keys) != 1:
             raise ModelError(f"{p}: expected one input (a sketch or landmarks) or two (a sketch and a face "
@@ -386,8 +457,6 @@ def load_classifier(path: str | os.PathLike, threads: int | None = None) -> Clas
 
         model = keras.saving.load_model(p, compile=False)
         if len(model.inputs) == 2:
-            from .twostream import KerasTwoStream
-
             return KerasTwoStream(model, p.stem)
         if not is_landmark_input(model.input_shape):
             raise sketch_error

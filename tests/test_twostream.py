@@ -19,7 +19,8 @@ def tiny(tmp_path_factory, finder):
     """A tiny two-stream model fitted a few steps on the bundled samples, its .keras file
     and calibration inputs."""
     from fastes.sketch import render
-    from fastes.twostream import build, face_input
+    from fastes.align import face_input
+    from fastes.twostream import build
 
     d = tmp_path_factory.mktemp("twostream")
     lms, faces, labels = [], [], []
@@ -45,7 +46,7 @@ def tiny(tmp_path_factory, finder):
 
 def test_model_file_says_what_it_needs(tiny):
     from fastes.runtime import load_classifier
-    from fastes.twostream import KerasTwoStream
+    from fastes.runtime import KerasTwoStream
 
     clf = load_classifier(tiny[0])
     assert isinstance(clf, KerasTwoStream) and clf.needs_face and (clf.input_size, clf.face_size) == (32, 32)
@@ -57,7 +58,7 @@ def test_convert_runtime_pipeline_and_evaluate(tiny, tmp_path):
     from fastes.convert import convert
     from fastes.evaluate import evaluate_manifest
     from fastes.runtime import load_classifier
-    from fastes.twostream import TFLiteTwoStream
+    from fastes.runtime import TFLiteTwoStream
 
     path, cal, keras_model = tiny
     out = tmp_path / "tiny_int8.tflite"
