@@ -19,7 +19,7 @@ __all__ = ["main", "UsageError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "TRAIN_
            "collect_inputs", "COMMANDS"]
 
 # one module per command, in the order --help lists them
-COMMANDS = ("sketch", "train", "evaluate", "run", "bench", "convert")
+COMMANDS = ("sketch", "train", "evaluate", "crossval", "run", "bench", "convert")
 
 
 def sample_images():

@@ -7,7 +7,7 @@ import sys
 from .common import EXIT_OK, UsageError
 
 PROTOCOLS = ("lodo", "ferplus", "kfold")
-RECIPES = ("landmarks", "logreg", "vgg11", "resnet50", "capsnet")
+RECIPES = ("landmarks", "logreg", "vgg11", "resnet50", "capsnet", "two-stream")
 
 
 def add_parser(sub) -> None:
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("protocol", choices=PROTOCOLS)
     p.add_argument("--model", choices=RECIPES, default="landmarks",
                    help="recipe: landmarks = the landmark network (default), logreg = softmax regression "
-                   "on the same points, vgg11/resnet50/capsnet = the paper's nets on sketches")
+                   "on the same points, vgg11/resnet50/capsnet = the paper's nets on sketches, two-stream = "
+                   "VGG11 on the sketch plus a branch on the landmark-aligned face crop (fastes.twostream)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, help="sketch nets: input size (default: the net's)")
@@ -49,8 +50,9 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def make_recipe(args: argparse.Namespace):
-    """``make() -> Learner`` for the options (usage errors for bad values)."""
+def make_recipe(args: argparse.Namespace, data=None):
+    """``make() -> Learner`` for the options (usage errors for bad values); ``data``: the
+    whole FaceSet the protocol splits (the two-stream recipe looks its crops up there)."""
     from .. import protocol
     from ..train import DEFAULT_EPOCHS, LandmarkConfig, TrainConfig
 
@@ -68,6 +70,13 @@ def make_recipe(args: argparse.Namespace):
         return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save, tta=args.tta)
     if args.model == "logreg":
         return lambda: protocol.LogRegLearner()
+    if args.model == "two-stream":
+        from ..twostream import TwoStreamLearner
+
+        cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 8, batch=64, seed=args.seed,
+                          width=args.width)
+        front = {"detector": args.detector, "crop": args.crop}
+        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
@@ -85,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop not in CROP_MODES:
         raise UsageError(f"--crop must be one of {', '.join(CROP_MODES)}")
-    make = make_recipe(args)
+    make_recipe(args)  # usage errors before the data loads
     data = protocol.load_all(progress=not args.no_progress, detector=args.detector, crop=args.crop)
+    make = make_recipe(args, data)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
