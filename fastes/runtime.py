@@ -74,11 +74,16 @@ def _sketch_io(path, shape: tuple, oshape: tuple) -> int:
 # to 1 +- 0.008, rescaled in TFLiteClassifier.predict). Anything else -- NaN from a broken
 # conversion, logits from a model without its softmax -- is refused, never renormalized.
 PROB_SUM_TOL = 0.02
+# On real inputs, though, a sound int8 model's rows can sum further from 1: the shipped
+# CapsNet's rows on the 3,401 FER+ valid faces sum to 0.82..1.17 (1st-99th percentile
+# 0.994..1.007). A model is judged with PROB_SUM_TOL when it is loaded (on two probe
+# sketches); after that a batch is refused only for rows this far from 1, and rescaled.
+PROB_SUM_TOL_BATCH = 0.5
 
 
-def check_probabilities(p: np.ndarray, label: str) -> np.ndarray:
-    """``p`` (``(N, 4)`` floats) if every row is a probability vector, else :class:`ModelError`
-    naming the model ``label`` and what is wrong."""
+def check_probabilities(p: np.ndarray, label: str, tol: float = PROB_SUM_TOL_BATCH) -> np.ndarray:
+    """``p`` (``(N, 4)`` floats) if every row is a probability vector (finite, >= 0, summing
+    to 1 within ``tol``), else :class:`ModelError` naming the model ``label`` and what is wrong."""
     if p.size == 0:
         return p
     if not np.isfinite(p).all():
@@ -87,7 +92,7 @@ def check_probabilities(p: np.ndarray, label: str) -> np.ndarray:
         raise ModelError(f"{label}: the model's outputs are negative (min {p.min():.3g}): "
                          "not probabilities (does it end in a softmax?)")
     total = p.sum(1)
-    if np.abs(total - 1).max() > PROB_SUM_TOL:
+    if np.abs(total - 1).max() > tol:
         raise ModelError(f"{label}: the model's outputs are not probabilities (rows sum to "
                          f"{total.min():.3g}..{total.max():.3g}, not 1: does it end in a softmax?)")
     return p
@@ -200,7 +205,8 @@ class TFLiteClassifier(TFLiteModel, Classifier):
         super().__init__(path, threads)
         self.path, self.name = path, path.stem
         self.input_size = _sketch_io(path, tuple(self._in["shape"]), tuple(self._out["shape"]))
-        self.predict(_probe_inputs(self.input_size))  # refuses a model whose outputs are not probabilities
+        # refuses a model whose outputs are not probabilities (logits, a missing softmax)
+        check_probabilities(TFLiteModel.predict(self, _probe_inputs(self.input_size)), self.label, PROB_SUM_TOL)
 
     def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """Class probabilities, each row summing to 1: an int8 model's outputs sit on a
@@ -409,9 +415,8 @@ class TFLiteTwoStream(_TwoStream):
         self.input_size, self.face_size = shapes[SKETCH][1], shapes[FACE][1]
 
     def _predict(self, inputs: dict) -> np.ndarray:
-        p = self.model.predict(inputs)
-        p = p / np.maximum(p.sum(1, keepdims=True), 1e-6) if len(p) else p  # int8 rounding
-        return check_probabilities(p, self.name)
+        p = check_probabilities(self.model.predict(inputs), self.name)
+        return p / p.sum(1, keepdims=True) if len(p) else p  # int8 rounding
 
 
 class KerasTwoStream(_TwoStream):

@@ -220,3 +220,20 @@ def test_shipped_landmark_model_is_told_by_its_input_shape(sample_landmarks):
     flat[0, 16, 0] = flat[0, 0, 0]  # face sides on one column: cannot be remapped
     with pytest.raises(fastes.DegenerateFaceError):
         clf(flat)
+
+
+def test_sound_int8_rows_off_one_are_rescaled_not_refused(monkeypatch):
+    """After a model passed its load check, a batch whose rows sum to 0.85 (the shipped
+    CapsNet does this on real faces) is rescaled, not refused; NaN still is."""
+    from fastes.pipeline import model_path, shipped_models
+    from fastes.runtime import ModelError, TFLiteClassifier, TFLiteModel
+
+    if "capsnet_int8" not in shipped_models():
+        pytest.skip("no shipped CapsNet")
+    clf = TFLiteClassifier(model_path("capsnet_int8"))
+    monkeypatch.setattr(TFLiteModel, "predict", lambda self, x, batch=64: np.array([[0.5, 0.2, 0.1, 0.05]], np.float32))
+    np.testing.assert_allclose(clf.predict(np.zeros((1, 32, 32, 1))), [[0.5 / 0.85, 0.2 / 0.85, 0.1 / 0.85, 0.05 / 0.85]],
+                               rtol=1e-5)
+    monkeypatch.setattr(TFLiteModel, "predict", lambda self, x, batch=64: np.array([[np.nan, 0, 0, 1]], np.float32))
+    with pytest.raises(ModelError, match="NaN"):
+        clf.predict(np.zeros((1, 32, 32, 1)))
