@@ -257,9 +257,20 @@ class Ensemble(Classifier):
         self.members = members
         self.name = "ensemble"
         self.input_size = max(m.input_size for m in members)
+        sizes = {m.face_size for m in members if getattr(m, "needs_face", False)}
+        if len(sizes) > 1:
+            raise ModelError(f"ensemble members want face crops of different sizes ({sorted(sizes)})")
+        if sizes:  # a two-stream member: Pipeline and evaluate pass the aligned crops
+            self.needs_face, self.face_size = True, sizes.pop()
 
     def predict_landmarks(self, landmarks):
+        if getattr(self, "needs_face", False):
+            raise ModelError("ensemble: a two-stream member needs the face crops too (predict_faces)")
         return np.mean([m.predict_landmarks(landmarks) for m in self.members], axis=0)
+
+    def predict_faces(self, landmarks, faces):
+        return np.mean([m.predict_faces(landmarks, faces) if getattr(m, "needs_face", False)
+                        else m.predict_landmarks(landmarks) for m in self.members], axis=0)
 
     __call__ = predict_landmarks
 

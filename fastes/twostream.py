@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import time
+
 from .runtime import FACE, SKETCH
 
 __all__ = ["SKETCH", "FACE", "build", "crop_cache", "TwoStreamLearner"]
@@ -99,7 +101,7 @@ class TwoStreamLearner:
     up by landmarks, which the protocol hands over alone)."""
 
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
-                 progress: bool = False):
+                 progress: bool = False, out_dir=None):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -107,6 +109,7 @@ class TwoStreamLearner:
 
         self.cfg = cfg or TrainConfig(net="vgg11", size=48, width=0.25, epochs=8, batch=64)
         self.face_size, self.progress, self.name = face_size, progress, "two-stream"
+        self.out_dir = out_dir  # keep the trained model here (model.keras, config.json)
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -136,7 +139,23 @@ class TwoStreamLearner:
             sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
             return {SKETCH: cfg.draw(sk), FACE: _face_aug(crops, rng) if cfg.augment else crops[..., None] / 255}
 
-        fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress, desc="two-stream")
+        t0 = time.perf_counter()
+        _, history = fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress,
+                         desc="two-stream")
+        if self.out_dir is not None:
+            import json
+            from dataclasses import asdict
+            from pathlib import Path
+
+            from .io import atomic_write, write_text_atomic
+
+            out = Path(self.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write(out / "model.keras", self.model.save)
+            meta = {"recipe": "two-stream", "config": asdict(cfg), "face_size": self.face_size,
+                    "n_train": int(data.found.sum()), "data_digest": data.digest(),
+                    "train_seconds": time.perf_counter() - t0, "history": history}
+            write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
         faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)

@@ -44,6 +44,17 @@ def tiny(tmp_path_factory, finder):
     return path, cal, m
 
 
+def test_shipped_two_stream_file_in_pipeline_and_ensemble(sample_paths):
+    from fastes.pipeline import shipped_models
+
+    if "two_stream_int8" not in shipped_models():
+        pytest.skip("no shipped two-stream model")
+    faces = fastes.Pipeline("two_stream_int8").run(sample_paths[0])
+    assert len(faces) == 1 and abs(faces[0].probs.sum() - 1) < 1e-5
+    both = fastes.Pipeline("ensemble").run(sample_paths[0])
+    assert len(both) == 1 and abs(both[0].probs.sum() - 1) < 1e-5
+
+
 def test_model_file_says_what_it_needs(tiny):
     from fastes.runtime import load_classifier
     from fastes.runtime import KerasTwoStream
@@ -118,9 +129,12 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
     assert data.found.all()
     cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4)
-    learner = TwoStreamLearner(data, cfg, face_size=32)
+    learner = TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "keep")
     assert len(list((tmp_path / "cache").glob("crops-*.npz"))) == 1
     learner.fit(data.subset(np.arange(4)))
+    meta = json.loads((tmp_path / "keep" / "config.json").read_text())
+    assert meta["recipe"] == "two-stream" and meta["n_train"] == 4 and meta["data_digest"]
+    assert fastes.runtime.load_classifier(tmp_path / "keep" / "model.keras").needs_face
     p = learner.predict(data.landmarks[4:])
     assert p.shape == (2, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="not rows"):

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workdir", metavar="DIR", help="keep each split's predictions here; resume from them")
     p.add_argument("--json", metavar="FILE", help="write the full result (metrics per set and group) here")
     p.add_argument("--save-model", metavar="DIR",
-                   help="ferplus with --model landmarks: keep the model it trains (on all the shared data "
+                   help="ferplus with --model landmarks or two-stream: keep the model it trains (on all the shared data "
                    "but FER+ valid) as DIR/model.keras with DIR/config.json (recipe, data digest): the "
                    "model to ship, then 'fastes convert DIR/model.keras --out MODEL.tflite'")
     p.add_argument("--no-progress", action="store_true")
@@ -60,8 +60,8 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--epochs must be >= 1")
     progress = not args.no_progress
     save = getattr(args, "save_model", None)
-    if save and (args.protocol != "ferplus" or args.model != "landmarks"):
-        raise UsageError("--save-model goes with 'ferplus --model landmarks'")
+    if save and (args.protocol != "ferplus" or args.model not in ("landmarks", "two-stream")):
+        raise UsageError("--save-model goes with 'ferplus --model landmarks' or 'ferplus --model two-stream'")
     if args.model == "landmarks":
         cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
                              **({"epochs": args.epochs} if args.epochs else {}))
@@ -73,10 +73,10 @@ def make_recipe(args: argparse.Namespace, data=None):
     if args.model == "two-stream":
         from ..twostream import TwoStreamLearner
 
-        cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 8, batch=64, seed=args.seed,
+        cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 6, batch=64, seed=args.seed,
                           width=args.width)
         front = {"detector": args.detector, "crop": args.crop}
-        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress)
+        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)

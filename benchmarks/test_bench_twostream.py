@@ -1,0 +1,44 @@
+"""The two-stream classifier per face (batch 1, one thread): the sketch drawn, the face
+crop aligned, one int8 invoke; beside the default sketch model on the same face."""
+from __future__ import annotations
+
+import cv2
+import numba
+import pytest
+
+from fastes.cli import sample_images
+from fastes.io import read_image, to_grey
+from fastes.pipeline import load_model, shipped_models
+
+pytestmark = pytest.mark.skipif("two_stream_int8" not in shipped_models(), reason="no shipped two-stream model")
+
+
+@pytest.fixture(scope="module")
+def face(finder):
+    grey = to_grey(read_image(sample_images()[0]))
+    found = finder(grey)
+    return grey, found.landmarks[:1], found.image_landmarks()[:1]
+
+
+def test_two_stream_per_face(benchmark, record, face):
+    from fastes.align import face_input
+
+    cv2.setNumThreads(1)
+    numba.set_num_threads(1)
+    clf = load_model("two_stream_int8", threads=1)
+    grey, lm, image_lm = face
+
+    def one():
+        return clf.predict_faces(lm, face_input(grey, image_lm, clf.face_size))
+
+    assert one().shape == (1, 4)
+    benchmark(one)
+    record("two_stream_int8_per_face_b1_t1", benchmark)
+
+
+def test_default_per_face(benchmark, record, face):
+    clf = load_model("default", threads=1)
+    _, lm, _ = face
+    assert clf(lm).shape == (1, 4)
+    benchmark(clf, lm)
+    record("default_per_face_b1_t1", benchmark)
