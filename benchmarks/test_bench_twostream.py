@@ -14,9 +14,11 @@ pytestmark = pytest.mark.skipif("two_stream_int8" not in shipped_models(), reaso
 
 
 @pytest.fixture(scope="module")
-def face(finder):
+def face():
+    from fastes import FaceFinder
+
     grey = to_grey(read_image(sample_images()[0]))
-    found = finder(grey)
+    found = FaceFinder()(grey)
     return grey, found.landmarks[:1], found.image_landmarks()[:1]
 
 

@@ -64,12 +64,18 @@ def aligned_crops(grey: np.ndarray, landmarks: np.ndarray, size: int = 48) -> np
     for k, m in enumerate(align_matrices(landmarks, size)):
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # output px per image px
         img, mk = grey, m
-        if scale < 0.5:  # shrink the image first so the warp samples ~1-2 px per output px
-            f = 2 * scale
+        if scale < 0.5:  # shrink the face's region first so the warp samples ~1-2 px per output px
             h, w = grey.shape
-            img = cv2.resize(grey, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-            fx, fy = img.shape[1] / w, img.shape[0] / h
-            mk = m @ np.array([[1 / fx, 0, 0], [0, 1 / fy, 0], [0, 0, 1]])
+            inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+            corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
+            x0, y0 = np.clip(np.floor(corners.min(0)) - 2, 0, [w - 1, h - 1]).astype(int)
+            x1, y1 = np.clip(np.ceil(corners.max(0)) + 2, [x0 + 1, y0 + 1], [w, h]).astype(int)
+            roi = grey[y0:y1, x0:x1]
+            f = 2 * scale
+            img = cv2.resize(roi, (max(1, round(roi.shape[1] * f)), max(1, round(roi.shape[0] * f))),
+                             interpolation=cv2.INTER_AREA)
+            fx, fy = img.shape[1] / roi.shape[1], img.shape[0] / roi.shape[0]
+            mk = m @ np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]], np.float64)
         out[k] = cv2.warpAffine(img, mk, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out
 
