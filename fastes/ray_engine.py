@@ -153,7 +153,9 @@ def run_ray(items: list, make_worker: Callable, workers: int, address: str | Non
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors.*")
-    per_task = max(TASK_IMAGES, len(items) // 20_000)  # keep the task list small for huge jobs
+    # bigger tasks for big jobs: Ray Data's driver CPU is per task (docs/scale-out.md), and
+    # 2,000+ tasks still spread evenly over a large cluster
+    per_task = min(1000, max(TASK_IMAGES, len(items) // 2000))
     tasks = _tasks(items, per_task)
     ds = ray.data.from_items([{"task": _encode(t)} for t in tasks], override_num_blocks=len(tasks))
     # the factory travels inside the class (no constructor arguments in the object store);
