@@ -69,8 +69,9 @@ def _machine() -> dict:
 
 
 def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=print,
-              budget: float | None = None, n_images: int | None = None) -> dict:
-    """Time every stage for fastes and the baseline; return the JSON-ready results.
+              budget: float | None = None, n_images: int | None = None, model: str = "default") -> dict:
+    """Time every stage for fastes (with ``model``: a sketch, landmark or two-stream
+    model) and the baseline; return the JSON-ready results.
     ``budget`` (seconds per stage and side) and ``n_images`` (for scaling) override the
     quick/full defaults (0.25 s / 60 images, 1 s / 240 images)."""
     from . import sketch
@@ -90,9 +91,9 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     paths = sample_images()
     frame = frame_with_face(read_image(paths[0]))  # 640x480, one face
     grey = to_grey(frame)
-    pipe = Pipeline()  # the default detector and model, loaded once for every stage
+    pipe = Pipeline(model)  # the default detector and the model, loaded once for every stage
     finder, clf = pipe.detector, pipe.classifier
-    size = clf.input_size
+    size = clf.input_size or 48  # the sketch size of the model input stage (a landmark model draws none)
     lm = finder(frame).landmarks  # (1, 68, 2)
     lms = np.repeat(lm, 1000, 0) + np.random.default_rng(0).uniform(-2, 2, (1000, 68, 2)).astype(np.float32)
     sketch(lm)  # compile outside the timings
@@ -127,7 +128,8 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     stage("model_input", lambda: sketch(lm, size=size), (lambda: base.model_input(sk250, size)) if base else None)
     keras_model = _keras_baseline(size) if base else None
     x = base.model_input(sk250, size) if base else None
-    stage("inference", lambda: clf(lm),
+    found = finder(frame)  # the model's inputs as the pipeline makes them (+ the aligned crop, two-stream)
+    stage("inference", lambda: pipe._classify(found, {}, frame, "bgr"),
           (lambda: keras_model.predict(x, verbose=0)) if keras_model is not None else None)
     stage("landmarks_to_sketch", lambda: sketch(lms), (lambda: base.png_roundtrip(base.draw_lines(base.remap_loop(pts))))
           if base else None, per=1000)
@@ -144,7 +146,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
     n_images = n_images or (240 if full else 60)
     items = [paths[i % len(paths)] for i in range(n_images)]
     scaling: dict[str, float] = {}
-    pools = {w: Pipeline(workers=w) for w in workers}
+    pools = {w: Pipeline(model, workers=w) for w in workers}
     try:
         for p in pools.values():
             list(p.run_batch(items[: 2 * p.workers]))  # start and warm the pool
@@ -170,7 +172,7 @@ def run_bench(full: bool = False, workers: tuple[int, ...] = (1, 2), progress=pr
         "input": "640x480 frame, one face (bundled London sample); scaling: bundled 600x600 images",
         "baseline": "fastes.baseline" if base else None,
         "keras_baseline": keras_model is not None,
-        "model": model_path("default").name,
+        "model": model_path(model).name if model != "ensemble" else "ensemble",
         "detector": finder.detector.name,
         "machine": _machine(),
     }

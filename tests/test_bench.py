@@ -49,3 +49,12 @@ def test_bench_report_keys_and_cli(tmp_path, monkeypatch, capsys):
     assert got["stages"]["draw"]["fastes_s"] == res["stages"]["draw"]["fastes_s"]
     assert chart.stat().st_size > 1000 and "| workers | faces/s" in capsys.readouterr().out
     assert main(["bench", "--chart", str(tmp_path / "x.jpg")]) == 2
+
+
+@pytest.mark.parametrize("model", ["landmarks_int8", "two_stream_int8"])
+def test_bench_times_landmark_and_two_stream_models(model):
+    if model not in shipped_models():
+        pytest.skip(f"no shipped {model}")
+    res = run_bench(workers=(1,), budget=0.0, n_images=2, progress=lambda m: None, model=model)
+    assert res["model"] == f"{model}.tflite" and res["stages"]["inference"]["fastes_s"] > 0
+    assert res["scaling"]["1"] > 0

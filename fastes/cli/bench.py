@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     bn.add_argument("--chart", metavar="FILE.png", help="write a log-scale bar chart of baseline vs fastes")
     bn.add_argument("--full", action="store_true", help="longer timings and 240 images for scaling (several minutes)")
     bn.add_argument("--workers", type=int, default=2, metavar="N", help="scale up to N worker threads (default 2)")
+    bn.add_argument("--model", "-m", default="default",
+                    help="the model to time: a shipped name (sketch, landmark or two-stream), 'ensemble' or a path")
     bn.set_defaults(handler=run)
 
 
@@ -33,8 +35,13 @@ def run(args: argparse.Namespace) -> int:
     if args.chart and not args.chart.lower().endswith(".png"):
         raise UsageError("--chart must end in .png")
     t0 = time.perf_counter()
-    res = run_bench(full=args.full, workers=tuple(range(1, args.workers + 1)),
-                    progress=lambda m: print(m, file=sys.stderr))
+    from ..runtime import ModelError
+
+    try:
+        res = run_bench(full=args.full, workers=tuple(range(1, args.workers + 1)),
+                        progress=lambda m: print(m, file=sys.stderr), model=args.model)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
     res["seconds"] = time.perf_counter() - t0
     if not res.get("keras_baseline"):
         print("note: the baseline's Keras inference needs the train extra (pip install 'fastes[train]'); "
