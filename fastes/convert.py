@@ -69,7 +69,7 @@ def shuffled_faces(seed: int = 0):
     """The posed and wild sets of the landmark cache and a seeded shuffle of each one's
     found faces: ``(posed, wild, wild_order, posed_order)``. The first ``n_verify`` of
     ``wild_order`` verify; calibration follows (:func:`calibration_landmarks`)."""
-    from .train import load_faces
+    from .data import load_faces
 
     posed = load_faces(progress=False)
     wild = load_faces(datasets=("wild",), progress=False)

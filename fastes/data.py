@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from . import CLASSES
 __all__ = [
     "ManifestError", "Sample", "data_root", "read_manifest", "LandmarkCache", "subject_folds",
     "VOTE_COLUMNS", "VOTE_CLASS", "parse_votes", "soft_label", "is_majority", "is_ferplus_valid",
+    "POSED", "FaceSet", "load_faces",
 ]
 
 REQUIRED_COLUMNS = ("path", "class4")
@@ -333,3 +334,96 @@ def subject_folds(subjects, labels, k: int = 5, seed: int = 0) -> np.ndarray:
         subject_fold[s] = f
         fold_counts[f] += counts[s]
     return subject_fold[inv]
+
+
+# --------------------------------------------------------------------------- face sets
+# The posed sets the paper's method targets (and the shipped sketch models learnt from).
+POSED = ("jaffe", "ckplus", "fei", "london")
+
+@dataclass
+class FaceSet:
+    """Cached front-end results and labels for the rows of a manifest."""
+
+    paths: list
+    landmarks: np.ndarray  # (N, 68, 2) float32, 250x250 crop coordinates
+    found: np.ndarray      # (N,) bool: a face was detected
+    labels: np.ndarray     # (N,) int, index into CLASSES
+    subjects: np.ndarray   # (N,) str
+    groups: dict = field(default_factory=dict)  # column -> (N,) str
+    # (N, 4) float32 training targets: FER+ rows their votes' distribution
+    # (fastes.data.soft_label), other rows one-hot; None: one-hot labels throughout
+    targets: np.ndarray | None = None
+    # (N,) bool: FER+'s validation split (never trained on) and its majority rows
+    ferplus_valid: np.ndarray | None = None
+    majority: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.labels)
+        if self.targets is None:
+            self.targets = np.eye(len(CLASSES), dtype=np.float32)[self.labels]
+        for name in ("ferplus_valid", "majority"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(n, bool))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def datasets(self) -> np.ndarray:
+        """(N,) str: each row's dataset ("" when the manifest has no such column)."""
+        return self.groups.get("dataset", np.full(len(self), "", dtype=object))
+
+    def subset(self, mask) -> "FaceSet":
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        return FaceSet([self.paths[i] for i in idx], self.landmarks[idx], self.found[idx],
+                       self.labels[idx], self.subjects[idx], {k: v[idx] for k, v in self.groups.items()},
+                       self.targets[idx], self.ferplus_valid[idx], self.majority[idx])
+
+    def save(self, path) -> None:
+        """Write to one ``.npz`` (landmarks and labels only, no images: shareable where
+        the images are not, e.g. to a training machine)."""
+        from .io import atomic_write
+
+        atomic_write(path, lambda t: np.savez_compressed(
+            t, paths=np.array([str(p) for p in self.paths]), landmarks=self.landmarks, found=self.found,
+            labels=self.labels, subjects=self.subjects, targets=self.targets, ferplus_valid=self.ferplus_valid,
+            majority=self.majority, **{f"group_{k}": v for k, v in self.groups.items()}))
+
+    @classmethod
+    def load(cls, path) -> "FaceSet":
+        z = np.load(path, allow_pickle=False)
+        groups = {k[6:]: z[k] for k in z.files if k.startswith("group_")}
+        extra = {k: z[k] for k in ("targets", "ferplus_valid", "majority") if k in z.files}
+        return cls(z["paths"].tolist(), z["landmarks"], z["found"], z["labels"], z["subjects"], groups, **extra)
+
+    def digest(self) -> str:
+        """A hash of everything training sees (landmarks, labels, subjects; soft targets
+        where some row has them: one-hot-only sets keep their earlier digests)."""
+        h = hashlib.sha1()
+        for a in (self.landmarks, self.found, self.labels):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update("\n".join(self.subjects.tolist()).encode())
+        if not np.array_equal(self.targets, np.eye(len(CLASSES), dtype=np.float32)[self.labels]):
+            h.update(np.ascontiguousarray(self.targets, np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+
+def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None,
+               detector: str = "haar", crop: str = "never") -> FaceSet:
+    """Rows of ``manifest`` (default: the shared data's) whose ``dataset`` is in
+    ``datasets`` (``None``: all), with landmarks from the cache (computed when missing)
+    by the front end with ``detector`` and ``crop`` mode (the defaults: the front end the
+    shipped models were trained on), soft targets from FER+ votes."""
+    from .face import FaceFinder
+
+    samples = read_manifest(manifest or data_root() / "faces" / "manifest.csv")
+    if datasets is not None:
+        samples = [s for s in samples if s.groups["dataset"] in datasets]
+    cache = cache or LandmarkCache(FaceFinder(detector, crop=crop))
+    found, _, _, lms = cache.get([s.path for s in samples], progress=progress)
+    groups = {c: np.array([s.groups[c] for s in samples]) for c in samples[0].groups} if samples else {}
+    return FaceSet([s.path for s in samples], lms, found, np.array([s.label for s in samples], dtype=np.int64),
+                   np.array([s.subject for s in samples]), groups,
+                   np.array([s.target for s in samples], np.float32).reshape(-1, len(CLASSES)),
+                   np.array([is_ferplus_valid(s) for s in samples], bool),
+                   np.array([is_majority(s.votes) for s in samples], bool))

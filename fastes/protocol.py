@@ -26,7 +26,7 @@ import numpy as np
 
 from . import CLASSES
 from .evaluate import MISSED, metrics
-from .train import POSED, FaceSet
+from .data import POSED, FaceSet
 
 __all__ = ["Learner", "lodo_splits", "ferplus_split", "lodo", "ferplus_valid", "posed_kfold",
            "run_split", "FRONT_END", "load_all"]
@@ -49,7 +49,7 @@ class Learner(Protocol):
 
 def load_all(progress: bool = True, **front_end) -> FaceSet:
     """Every row of the shared data with landmarks by ``FRONT_END`` (or ``front_end``)."""
-    from .train import load_faces
+    from .data import load_faces
 
     return load_faces(datasets=None, progress=progress, **{**FRONT_END, **front_end})
 
