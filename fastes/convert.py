@@ -98,8 +98,6 @@ def _convert_two_stream(m, out, quantize: str, int8_io: bool, calibration, verif
     """:func:`convert` for a two-stream model (inputs ``sketch`` and ``face``):
     ``calibration`` and ``verify`` are dicts of arrays by input name (default: real faces
     of the shared data, :func:`two_stream_sets`)."""
-    import tensorflow as tf
-
     from .runtime import is_two_stream
 
     shapes = {t.name.split(":")[0]: tuple(t.shape) for t in m.inputs}
@@ -121,19 +119,7 @@ def _convert_two_stream(m, out, quantize: str, int8_io: bool, calibration, verif
     cal = {k: np.asarray(v, np.float32) for k, v in calibration.items()}
     verify = {k: np.asarray(v, np.float32) for k, v in verify.items()}
     with saved_model_converter(m) as conv:
-        if quantize == "fp16":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int8":
-            n = len(cal["sketch"])
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ({k: v[i:i + 1] for k, v in cal.items()} for i in range(n))
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
+        quantization_setup(conv, quantize, cal, int8_io)
         try:
             content = conv.convert()
         except Exception as e:
@@ -208,8 +194,6 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
     Returns a dict: ``bytes``, ``agreement``, ``keras_accuracy``, ``tflite_accuracy``,
     ``size``, ``n_verify``; writes ``out`` atomically when given.
     """
-    import tensorflow as tf
-
     if quantize not in QUANTIZE:
         raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if int8_io and quantize != "int8":
@@ -245,13 +229,7 @@ def convert(model, out=None, quantize: str = "int8", int8_io: bool = False,
         raise ConversionError(f"verification inputs have shape {verify.shape[1:]}, the model wants {shape[1:]}")
 
     with saved_model_converter(m) as conv:
-        if quantize == "fp16":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int8":
-            calibration = int8_setup(conv, calibration, int8_io)
+        calibration = quantization_setup(conv, quantize, calibration, int8_io)
         try:
             if percentile is not None:  # int8 only (checked above)
                 content = _percentile_quantize(conv, calibration, percentile, int8_io)
@@ -307,14 +285,35 @@ def saved_model_converter(model):
         yield conv
 
 
-def int8_setup(conv, calibration: np.ndarray, int8_io: bool = False) -> np.ndarray:
-    """Full-integer post-training quantization, calibrated on ``calibration`` one input
-    at a time; returns the calibration inputs as the float32 array it uses."""
+def quantization_setup(conv, quantize: str, calibration, int8_io: bool = False):
+    """Set ``conv`` up for ``quantize`` (none, fp16, dynamic, int8); returns the
+    calibration inputs as used (int8)."""
     import tensorflow as tf
 
-    cal = np.asarray(calibration, np.float32)
+    if quantize == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        return int8_setup(conv, calibration, int8_io)
+    return calibration
+
+
+def int8_setup(conv, calibration, int8_io: bool = False):
+    """Full-integer post-training quantization, calibrated on ``calibration`` (an array,
+    or a dict of arrays by input name) one input at a time; returns the calibration
+    inputs as the float32 arrays it uses."""
+    import tensorflow as tf
+
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([cal[i:i + 1]] for i in range(len(cal)))
+    if isinstance(calibration, dict):
+        cal = {k: np.asarray(v, np.float32) for k, v in calibration.items()}
+        n = len(next(iter(cal.values())))
+        conv.representative_dataset = lambda: ({k: v[i:i + 1] for k, v in cal.items()} for i in range(n))
+    else:
+        cal = np.asarray(calibration, np.float32)
+        conv.representative_dataset = lambda: ([cal[i:i + 1]] for i in range(len(cal)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if int8_io:
         conv.inference_input_type = tf.int8
