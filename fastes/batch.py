@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import CLASSES
-from .table import FIELDS, BatchError, OutputError, Table, check_output, read_rows
+from .table import FIELDS, BatchError, OutputError, Table, read_rows
 
 __all__ = ["FIELDS", "VIDEO_SUFFIXES", "BatchError", "OutputError", "Terminated", "Item", "Options", "Summary", "Table", "Worker",
            "expand_inputs", "image_files", "run", "read_rows", "NO_FACE"]
@@ -158,7 +158,6 @@ class Summary:
     startup_seconds: float = 0.0   # engine start (Ray's cluster, actors, first task), apart from the work
     startup_inputs: int = 0        # inputs whose work is inside startup_seconds (the first task)
     rows: list[dict] | None = None
-    interrupted: bool = False
 
     def add(self, rows: list[dict]) -> None:
         """Count one input's rows."""
@@ -416,16 +415,18 @@ def run(inputs: Iterable[str | os.PathLike] | None = None, out: str | os.PathLik
         raise BatchError("--webcam runs on the local engine only")
     if address is not None and engine != "ray":
         raise BatchError("--address needs --engine ray")
-    check_output(out)
-    items = [Item(Path(f"webcam{webcam}"), Path(f"webcam{webcam}"))] if webcam is not None else \
-        expand_inputs(inputs or [])
-    if out is not None:  # an output inside an input folder is not an input
-        own = Path(out).resolve()
-        items = [it for it in items if it.error or it.path.resolve() != own]
     summary = Summary(out=Path(out) if out is not None else None, rows=[] if out is None else None)
     t0 = time.perf_counter()
-    table = Table(out, resume, opts.landmarks) if out is not None else None
+    table = Table(out, resume, opts.landmarks) if out is not None else None  # refuses a bad output first
     try:
+        items = [Item(Path(f"webcam{webcam}"), Path(f"webcam{webcam}"))] if webcam is not None else \
+            expand_inputs(inputs or [])
+        if out is not None:  # an output inside an input folder is not an input
+            own = Path(out).resolve()
+            items = [it for it in items if it.error or it.path.name != own.name or it.path.resolve() != own]
+        if not items:
+            raise BatchError("no image or video files found in the given inputs")
+        t0 = time.perf_counter()  # the work, from here
         summary.kept = len(table.done) if table else 0
         todo = [it for it in items if table is None or it.source not in table.done]
 
@@ -449,7 +450,6 @@ def run(inputs: Iterable[str | os.PathLike] | None = None, out: str | os.PathLik
             else:
                 _run_local(todo, opts, workers, finish, progress, webcam, on_frame)
     except (KeyboardInterrupt, Terminated):
-        summary.interrupted = True
         if table is not None:
             table.close()  # the rows of every finished input are kept
         raise

@@ -55,12 +55,9 @@ class Table:
     """
 
     def __init__(self, out: str | os.PathLike, resume: bool = False, with_landmarks: bool = False):
+        check_output(out)
         out = Path(out)
         suffix = out.suffix.lower()
-        if suffix not in (".csv", ".jsonl", ".parquet"):
-            raise BatchError("the output must end in .csv, .jsonl or .parquet")
-        if out.is_dir():
-            raise BatchError(f"{out} is a folder; give a file name ending in {suffix}")
         self.out, self.parquet = out, suffix == ".parquet"
         self.json = suffix == ".jsonl" or self.parquet
         if self.parquet:
@@ -118,7 +115,10 @@ class Table:
                     self.w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in row.items()})
             self.f.flush()
         except OSError as e:
-            raise OutputError(e.errno, f"cannot write the results ({e.strerror or e}); {self.out} left as it was") from e
+            raise self._failed(e) from e
+
+    def _failed(self, e: OSError) -> OutputError:
+        return OutputError(e.errno, f"cannot write the results ({e.strerror or e}); {self.out} left as it was")
 
     def close(self) -> None:
         """Rename the finished table over ``out``."""
@@ -131,7 +131,7 @@ class Table:
                 os.unlink(self.tmp)
         except OSError as e:
             self.abort()
-            raise OutputError(e.errno, f"cannot write the results ({e.strerror or e}); {self.out} left as it was") from e
+            raise self._failed(e) from e
         except BaseException:
             self.abort()
             raise
@@ -329,10 +329,8 @@ def _check_columns(p: Path, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def check_output(out: str | os.PathLike | None) -> None:
-    """Refuse an output that cannot be written, before any work."""
-    if out is None:
-        return
+def check_output(out: str | os.PathLike) -> None:
+    """Refuse an output that cannot be written (:class:`Table` does, before any work)."""
     p = Path(out)
     if p.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
         raise BatchError("--out must end in .csv, .jsonl or .parquet")

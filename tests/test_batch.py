@@ -252,8 +252,8 @@ def test_ctrl_c_while_starting_exits_quietly(tmp_path):
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
-        if p.returncode == 0:
-            continue  # it had finished already
+        if p.returncode == 0 or "results in" in err:
+            continue  # the work had finished already (a signal while the interpreter exits is not start-up)
         assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
         assert err.strip().splitlines()[-1] == "fastes: interrupted"
 

@@ -78,12 +78,8 @@ def _options(args: argparse.Namespace, **over):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import batch
-
     if args.webcam is None and not args.inputs:
         raise UsageError("give INPUT files/folders/videos or --webcam N")
-    if args.webcam is None and not batch.expand_inputs(args.inputs):
-        raise UsageError("no image or video files found in the given inputs")
     on_rows = on_frame = None
     if args.webcam is not None:
         window = not args.no_window and _gui_available()
