@@ -198,13 +198,12 @@ def _front_end(paths, finder, progress):
 def face_inputs(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     """A two-stream model's ``face`` inputs for one face per image: each image read again
     and its face cut aligned by the landmarks (crop coordinates in ``boxes``, mapped back
-    to the image as :meth:`fastes.Faces.image_landmarks` does for an unrolled face)."""
-    from .face import CROP
-    from .io import read_image, to_grey
+    to the image by :meth:`fastes.Faces.image_landmarks`, as for an unrolled face)."""
     from .align import face_input
+    from .face import Faces
+    from .io import read_image, to_grey
 
-    out = []
-    for p, b, lm in zip(paths, boxes, landmarks):
-        image_lm = lm * (np.asarray(b[2:4], np.float32) / CROP) + np.asarray(b[:2], np.float32)
-        out.append(face_input(to_grey(read_image(p)), image_lm[None], size))
+    image_lms = Faces(np.asarray(boxes, np.int32).reshape(-1, 4),
+                      np.asarray(landmarks, np.float32).reshape(-1, 68, 2)).image_landmarks()
+    out = [face_input(to_grey(read_image(p)), lm[None], size) for p, lm in zip(paths, image_lms)]
     return np.concatenate(out) if out else np.zeros((0, size, size, 1), np.float32)
