@@ -139,11 +139,6 @@ class Pipeline:
         self._pool = None
         self.classifier = load_model(model, threads)
         if self.tta:
-            if getattr(self.classifier, "needs_face", False):
-                from .runtime import ModelError
-
-                raise ModelError("test-time augmentation (tta) is for sketch and landmark models, "
-                                 "not two-stream ones")
             self.classifier = Augmented(self.classifier, self.tta)
         self.detector = detector if isinstance(detector, FaceFinder) else FaceFinder(detector)
         self.order = order

@@ -289,16 +289,29 @@ class Augmented(Classifier):
         self.base, self.copies, self.seed = base, int(copies), seed
         self.name = f"{base.name}+tta{self.copies}"
         self.input_size = base.input_size
+        if getattr(base, "needs_face", False):  # a two-stream base: Pipeline and evaluate pass crops
+            self.needs_face, self.face_size = True, base.face_size
 
-    def predict_landmarks(self, landmarks):
+    def _copies(self, lm: np.ndarray) -> np.ndarray:
         from .sketch import augment
 
+        rng = np.random.default_rng(self.seed)
+        return np.concatenate([augment(lm, rng, rotate=8.0, jitter=0.5) for _ in range(self.copies)])
+
+    def predict_landmarks(self, landmarks):
         lm = np.asarray(landmarks, np.float32)
         if len(lm) == 0:
             return self.base.predict_landmarks(lm)
-        rng = np.random.default_rng(self.seed)
-        batch = np.concatenate([augment(lm, rng, rotate=8.0, jitter=0.5) for _ in range(self.copies)])
-        return self.base.predict_landmarks(batch).reshape(self.copies, len(lm), -1).mean(0)
+        return self.base.predict_landmarks(self._copies(lm)).reshape(self.copies, len(lm), -1).mean(0)
+
+    def predict_faces(self, landmarks, faces):
+        """Two-stream base: the landmarks' copies as above for the sketch; the face crop
+        mirrored in every other copy (training mirrored crop and sketch independently)."""
+        lm = np.asarray(landmarks, np.float32)
+        if len(lm) == 0:
+            return self.base.predict_faces(lm, faces)
+        crops = np.concatenate([faces[:, :, ::-1] if k % 2 else faces for k in range(self.copies)])
+        return self.base.predict_faces(self._copies(lm), crops).reshape(self.copies, len(lm), -1).mean(0)
 
     __call__ = predict_landmarks
 

@@ -22,7 +22,7 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
-    "TrainConfig", "train", "cross_validate", "fold_model",
+    "TrainConfig", "train", "cross_validate", "fold_model", "balance",
 ]
 
 # Moved to fastes.data (the convert <-> train import cycle); re-exported here.
@@ -221,6 +221,26 @@ def inputs_fn(data: FaceSet, cfg: TrainConfig):
 
 def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch, verbose=0))
+
+
+def balance(model, prior, tau: float = 1.0):
+    """Logit adjustment (Menon et al. 2021): subtract ``tau * log(prior)`` from the bias of
+    ``model``'s final softmax layer, in place, so that its probabilities become
+    ``p(c) / prior(c)**tau`` renormalized. ``prior``: the training rows' class shares.
+    ``tau = 1`` decides as if every class were equally likely: the posed test sets hold
+    far fewer neutral faces than FER+, the bulk of the training data
+    (docs/accuracy.md, "Balanced decisions"). Returns ``model``."""
+    prior = np.asarray(prior, np.float64)
+    if prior.ndim != 1 or not (prior > 0).all():
+        raise ValueError(f"prior must be positive class shares, got {prior!r}")
+    last = model.layers[-1]
+    act = getattr(getattr(last, "activation", None), "__name__", "")
+    if act != "softmax" or not getattr(last, "use_bias", False) or last.units != len(prior):
+        raise ValueError(f"balance needs a final softmax Dense layer with a bias over {len(prior)} classes, "
+                         f"got {last.name!r}")
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, (bias - tau * np.log(prior / prior.sum())).astype(bias.dtype)])
+    return model
 
 
 def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, resume: bool = False,

@@ -101,7 +101,7 @@ class TwoStreamLearner:
     up by landmarks, which the protocol hands over alone)."""
 
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
-                 progress: bool = False, out_dir=None):
+                 progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -110,6 +110,9 @@ class TwoStreamLearner:
         self.cfg = cfg or TrainConfig(net="vgg11", size=48, width=0.25, epochs=8, batch=64)
         self.face_size, self.progress, self.name = face_size, progress, "two-stream"
         self.out_dir = out_dir  # keep the trained model here (model.keras, config.json)
+        # balance: logit adjustment by the training rows' class shares (fastes.train.balance);
+        # tta: the runtime's test-time augmentation (fastes.runtime.Augmented), that many copies
+        self.balance, self.tta = float(balance), int(tta)
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -127,7 +130,7 @@ class TwoStreamLearner:
 
     def fit(self, data) -> None:
         from .sketch import augment
-        from .train import fit
+        from .train import balance, fit
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
@@ -142,6 +145,9 @@ class TwoStreamLearner:
         t0 = time.perf_counter()
         _, history = fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress,
                          desc="two-stream")
+        prior = data.targets[data.found].mean(0)
+        if self.balance:
+            balance(self.model, prior, self.balance)
         if self.out_dir is not None:
             import json
             from dataclasses import asdict
@@ -154,10 +160,15 @@ class TwoStreamLearner:
             atomic_write(out / "model.keras", self.model.save)
             meta = {"recipe": "two-stream", "config": asdict(cfg), "face_size": self.face_size,
                     "n_train": int(data.found.sum()), "data_digest": data.digest(),
+                    "class_prior": prior.round(6).tolist(), "balance": self.balance,
                     "train_seconds": time.perf_counter() - t0, "history": history}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
+        from .runtime import Augmented, KerasTwoStream
+
         faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
+        if self.tta:
+            return Augmented(KerasTwoStream(self.model), self.tta).predict_faces(landmarks, faces)
         return np.asarray(self.model.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
                                              verbose=0), np.float32)

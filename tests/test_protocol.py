@@ -174,3 +174,7 @@ def test_crossval_command_parses_and_refuses_bad_values():
         crossval.make_recipe(parser.parse_args(["crossval", "kfold", "--epochs", "0"]))
     with pytest.raises(UsageError, match="--crop"):
         crossval.run(parser.parse_args(["crossval", "ferplus", "--model", "logreg", "--crop", "whole"]))
+    with pytest.raises(UsageError, match="--balance goes with"):
+        crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "landmarks", "--balance", "1"]))
+    with pytest.raises(UsageError, match="--tta goes with"):
+        crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "vgg11", "--tta", "4"]))

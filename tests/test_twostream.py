@@ -87,8 +87,14 @@ def test_convert_runtime_pipeline_and_evaluate(tiny, tmp_path):
     # the pipeline's crops are the ones the model was calibrated on: same probabilities
     p_direct = clf._predict({"sketch": cal["sketch"][:1], "face": cal["face"][:1]})
     np.testing.assert_allclose(faces[0].probs, p_direct[0], atol=0.02)
-    with pytest.raises(fastes.runtime.ModelError, match="augmentation"):
-        fastes.Pipeline(str(out), tta=4)
+    # test-time augmentation: seeded, sums to one, and (float model: int8 steps would hide
+    # it) not the plain model's answer
+    assert isinstance(fastes.Pipeline(str(out), tta=4).classifier, fastes.runtime.Augmented)
+    tta = fastes.Pipeline(str(path), tta=4)
+    t1, t2 = tta.run(sample_images()[0]), tta.run(sample_images()[0])
+    assert len(t1) == 1 and abs(t1[0].probs.sum() - 1) < 1e-5
+    np.testing.assert_array_equal(t1[0].probs, t2[0].probs)
+    assert not np.allclose(t1[0].probs, fastes.Pipeline(str(path)).run(sample_images()[0])[0].probs, atol=1e-5)
 
     m = tmp_path / "m.csv"
     m.write_text("path,class4,dataset\n" + "".join(
@@ -141,3 +147,57 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
         learner.predict(data.landmarks[:1] + 1)
     again = TwoStreamLearner(data, cfg, face_size=32)  # crops read back from the cache
     np.testing.assert_array_equal(again.crops, learner.crops)
+
+
+class _Recorder:
+    """A fake two-stream classifier: records its inputs, answers one-hot by copy."""
+
+    needs_face, face_size, input_size, name = True, 8, 32, "rec"
+
+    def predict_faces(self, landmarks, faces):
+        self.seen = (np.array(landmarks), np.array(faces))
+        return np.eye(4, dtype=np.float32)[np.arange(len(faces)) % 4]
+
+
+def test_test_time_augmentation_of_a_two_stream_model():
+    """Copies of the landmarks for the sketch; the crop as it is in even copies and mirrored
+    in odd ones; one batch, copy-major; the mean over copies per face."""
+    from fastes.runtime import Augmented
+
+    base = _Recorder()
+    tta = Augmented(base, copies=3)
+    assert tta.needs_face and tta.face_size == 8
+    lm = np.tile(np.linspace(60, 190, 68, dtype=np.float32)[:, None], (2, 1, 2))
+    faces = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+    p = tta.predict_faces(lm, faces)
+    seen_lm, seen_faces = base.seen
+    assert seen_faces.shape == (6, 8, 8, 1) and seen_lm.shape == (6, 68, 2)
+    np.testing.assert_array_equal(seen_faces[0:2], faces)
+    np.testing.assert_array_equal(seen_faces[2:4], faces[:, :, ::-1])
+    np.testing.assert_array_equal(seen_faces[4:6], faces)
+    assert not np.allclose(seen_lm[:2], lm)  # the sketch's copies are augmented
+    # rows 0..5 answer classes 0,1,2,3,0,1: face 0 got 0, 2, 0; face 1 got 1, 3, 1
+    np.testing.assert_allclose(p, [[2 / 3, 0, 1 / 3, 0], [0, 2 / 3, 0, 1 / 3]], atol=1e-6)
+
+
+def test_balance_divides_probabilities_by_the_prior():
+    """Logit adjustment in the final layer: p(c) / prior(c)**tau, renormalized."""
+    from fastes.train import balance
+    from fastes.twostream import build
+
+    keras.utils.set_random_seed(0)
+    m = build(size=32, face_size=32, width=0.125)
+    x = {"sketch": np.random.default_rng(1).integers(0, 2, (5, 32, 32, 1)).astype(np.float32),
+         "face": np.random.default_rng(2).random((5, 32, 32, 1)).astype(np.float32)}
+    p0 = m.predict(x, verbose=0)
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    for tau in (1.0, 0.5):
+        m2 = keras.models.clone_model(m)
+        m2.set_weights(m.get_weights())
+        p1 = balance(m2, prior, tau).predict(x, verbose=0)
+        want = p0 / prior ** tau
+        np.testing.assert_allclose(p1, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="classes"):
+        balance(m, [0.5, 0.5])
+    with pytest.raises(ValueError, match="positive"):
+        balance(m, [0.5, 0.5, 0, 0])

@@ -33,8 +33,12 @@ def add_parser(sub) -> None:
     p.add_argument("--posed-weight", type=float, default=1.0,
                    help="landmarks: loss weight of the posed sets' training rows (default 1)")
     p.add_argument("--tta", type=int, default=0, metavar="N",
-                   help="landmarks: test-time augmentation, the mean over N augmented copies (as 'fastes run "
-                   "--tta N'; default 0 = off)")
+                   help="landmarks, two-stream: test-time augmentation, the mean over N augmented copies (as "
+                   "'fastes run --tta N'; default 0 = off)")
+    p.add_argument("--balance", type=float, default=0.0, metavar="TAU",
+                   help="two-stream: after training, divide the probabilities by the training rows' class "
+                   "shares to the power TAU, inside the model (logit adjustment; 1 = decide as if the four "
+                   "classes were equally likely; default 0 = off)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -62,11 +66,15 @@ def make_recipe(args: argparse.Namespace, data=None):
     save = getattr(args, "save_model", None)
     if save and (args.protocol != "ferplus" or args.model not in ("landmarks", "two-stream")):
         raise UsageError("--save-model goes with 'ferplus --model landmarks' or 'ferplus --model two-stream'")
+    if args.tta < 0:
+        raise UsageError("--tta must be >= 0")
+    if args.tta and args.model not in ("landmarks", "two-stream"):
+        raise UsageError("--tta goes with --model landmarks or two-stream")
+    if args.balance and args.model != "two-stream":
+        raise UsageError("--balance goes with --model two-stream")
     if args.model == "landmarks":
         cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
                              **({"epochs": args.epochs} if args.epochs else {}))
-        if args.tta < 0:
-            raise UsageError("--tta must be >= 0")
         return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save, tta=args.tta)
     if args.model == "logreg":
         return lambda: protocol.LogRegLearner()
@@ -76,7 +84,8 @@ def make_recipe(args: argparse.Namespace, data=None):
         cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 6, batch=64, seed=args.seed,
                           width=args.width)
         front = {"detector": args.detector, "crop": args.crop}
-        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save)
+        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
+                                        balance=args.balance, tta=args.tta)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)

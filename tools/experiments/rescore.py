@@ -1,0 +1,62 @@
+"""Re-score a cross-dataset run's kept predictions: balanced decisions and ensembles,
+without training again.
+
+    python tools/experiments/rescore.py /tmp/cv/two_stream --tau 0 0.5 1
+    python tools/experiments/rescore.py /tmp/cv/two_stream /tmp/cv/landmarks --tau 1
+
+Each DIR is a ``fastes crossval ... --workdir DIR`` folder (``lodo-<set>.npz``,
+``ferplus-valid.npz``). Several DIRs: the mean of their probabilities. ``--tau T``
+divides the probabilities by the class shares of that split's own training rows to the
+power T, what ``fastes crossval --balance T`` (``fastes.train.balance``) does inside the
+model: the same decisions, computed from the kept probabilities. Prints accuracy per
+held-out set, the LODO mean and lowest, and FER+ valid (majority rows) where kept.
+Findings: docs/accuracy.md, "Balanced decisions".
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from fastes.data import POSED
+from fastes.protocol import ferplus_split, load_all, lodo_splits
+
+
+def rescored(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """Predictions from ``probs / prior**tau`` (a missed face, NaN, stays -1)."""
+    p = probs / prior ** tau
+    return np.where(np.isfinite(p).all(1), np.nan_to_num(p, nan=-1.0).argmax(1), -1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--tau", type=float, nargs="+", default=[0.0, 1.0])
+    args = ap.parse_args()
+    data = load_all(progress=False)
+    splits = [(f"lodo-{n}", tr, te) for n, tr, te in lodo_splits(data, POSED)]
+    tr, te = ferplus_split(data, majority=False)
+    splits.append(("ferplus-valid", tr, te))
+    for tau in args.tau:
+        accs = {}
+        for name, train, test in splits:
+            files = [d / f"{name}.npz" for d in args.dirs]
+            if not all(f.exists() for f in files):
+                continue
+            probs = np.mean([np.load(f)["probs"] for f in files], axis=0)
+            prior = data.targets[train & data.found].mean(0)
+            pred, y = rescored(probs, prior, tau), data.labels[test]
+            if name == "ferplus-valid":  # majority rows, as the protocol reports
+                maj = data.majority[test]
+                pred, y = pred[maj], y[maj]
+            accs[name.removeprefix("lodo-")] = float((pred == y).mean())
+        lodo = [accs[s] for s in POSED if s in accs]
+        line = "  ".join(f"{k} {v:.3f}" for k, v in accs.items())
+        if len(lodo) == len(POSED):
+            line += f"  | LODO mean {np.mean(lodo):.3f} lowest {min(lodo):.3f}"
+        print(f"tau {tau:g}: {line}")
+
+
+if __name__ == "__main__":
+    main()
