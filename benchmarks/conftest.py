@@ -20,7 +20,8 @@ RATIOS = [
     ("video frames, detect every 5th + tracking vs every frame", "video_30_frames_detect_every_5", "video_30_frames_detect_every_1", (1, 1)),
     ("640x480 video frames, 2 worker threads vs 1", "video_30_frames_workers_2", "video_30_frames_workers_1", (1, 1)),
     ("640x480 image to sketch, BlazeFace vs Haar", "image_to_sketch_640x480_blazeface", "image_to_sketch_640x480_haar", (1, 1)),
-    ("one face, sketch + default model, plain vs 8-copy test-time augmentation", "sketch_and_model_tta0", "sketch_and_model_tta8", (1, 1)),
+    ("one face, sketch + vgg11_fast_int8, plain vs 8-copy test-time augmentation", "sketch_and_model_tta0", "sketch_and_model_tta8", (1, 1)),
+    ("one face, two_stream_int8, plain vs 8-copy test-time augmentation", "two_stream_int8_per_face_b1_t1", "two_stream_int8_tta8_per_face_b1_t1", (1, 1)),
     *[(f"{n} int8 TFLite vs Keras predict, batch 1, 1 thread", f"{n}_tflite_int8_b1_t1", f"{n}_keras_predict_b1", (1, 1))
       for n in ("vgg11_fast", "vgg11", "capsnet", "resnet50")],
 ]
@@ -62,7 +63,7 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"640x480 one-face frames, one core: {1 / _results['pipeline_frame_640x480']:.1f} frames/s")
     for n in (1, 8, 64, 1000):
         if f"sketch_and_model_batch_{n}" in _results:
-            tr.write_line(f"sketch + default model, batch of {n}: "
+            tr.write_line(f"sketch + vgg11_fast_int8, batch of {n}: "
                           f"{_results[f'sketch_and_model_batch_{n}'] / n * 1e3:.3f} ms per face")
     for w in (1, 2):
         if f"video_30_frames_workers_{w}" in _results:

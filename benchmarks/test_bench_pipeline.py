@@ -91,21 +91,29 @@ def test_pipeline_faces_per_image(benchmark, record, found, n):
     record(f"pipeline_1080p_{n}faces", benchmark)
 
 
+@pytest.fixture(scope="module")
+def sketch_model():
+    """The fastest sketch model: sketches and landmarks alone, no face crop."""
+    from fastes.pipeline import load_model
+
+    return load_model("vgg11_fast_int8", threads=1)
+
+
 @pytest.mark.parametrize("n", [1, 8, 64, 1000])
-def test_sketch_and_model_batch(benchmark, record, pipe, landmarks_1000, n):
-    """Sketch + default model for a batch of n faces (per-face cost falls with batching)."""
+def test_sketch_and_model_batch(benchmark, record, sketch_model, landmarks_1000, n):
+    """Sketch + vgg11_fast_int8 for a batch of n faces (per-face cost falls with batching)."""
     lms = landmarks_1000[:n]
-    benchmark(pipe.classifier, lms)
+    benchmark(sketch_model, lms)
     record(f"sketch_and_model_batch_{n}", benchmark)
 
 
 @pytest.mark.parametrize("copies", [0, 8])
-def test_sketch_and_model_tta(benchmark, record, pipe, landmarks_1000, copies):
-    """One face's sketch + default model, plain and with test-time augmentation (8
+def test_sketch_and_model_tta(benchmark, record, sketch_model, landmarks_1000, copies):
+    """One face's sketch + vgg11_fast_int8, plain and with test-time augmentation (8
     augmented copies in one batch: ``Pipeline(tta=8)``, ``--tta 8``)."""
     from fastes.runtime import Augmented
 
-    clf = Augmented(pipe.classifier, copies) if copies else pipe.classifier
+    clf = Augmented(sketch_model, copies) if copies else sketch_model
     lms = landmarks_1000[:1]
     clf(lms)
     benchmark(clf, lms)

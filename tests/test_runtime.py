@@ -122,7 +122,7 @@ def test_test_time_augmentation_is_seeded_and_changes_inputs(sample_landmarks):
     from fastes.pipeline import Pipeline
     from fastes.runtime import Augmented
 
-    clf = Pipeline().classifier
+    clf = Pipeline("vgg11_fast_int8").classifier  # a sketch model: tta on landmarks alone
     tta = Augmented(clf, copies=8)
     a, b = tta(sample_landmarks), tta(sample_landmarks)
     np.testing.assert_array_equal(a, b)
