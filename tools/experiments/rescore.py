@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastes.data import POSED
+from fastes import CLASSES
+from fastes.data import POSED, data_root
 from fastes.protocol import ferplus_split, load_all, lodo_splits
 
 
@@ -29,17 +30,32 @@ def rescored(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
     return np.where(np.isfinite(p).all(1), np.nan_to_num(p, nan=-1.0).argmax(1), -1)
 
 
+def emotions(data) -> np.ndarray:
+    """Each FaceSet row's original emotion, from the manifest (matched by path)."""
+    import csv
+
+    root = data_root() / "faces"
+    with open(root / "manifest.csv", newline="") as f:
+        by_path = {str((root / r["path"]).resolve()): r["emotion"] for r in csv.DictReader(f)}
+    return np.array([by_path.get(str(Path(p).resolve()), "") for p in data.paths])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+", type=Path)
     ap.add_argument("--tau", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--groups", action="store_true",
+                    help="also accuracy per gender, age and ethnicity over all held-out posed rows (n >= 20)")
+    ap.add_argument("--emotions", action="store_true",
+                    help="also, per held-out set, each original emotion's accuracy and where its faces went")
     args = ap.parse_args()
     data = load_all(progress=False)
+    emotion = emotions(data) if args.emotions else None
     splits = [(f"lodo-{n}", tr, te) for n, tr, te in lodo_splits(data, POSED)]
     tr, te = ferplus_split(data, majority=False)
     splits.append(("ferplus-valid", tr, te))
     for tau in args.tau:
-        accs = {}
+        accs, pooled = {}, []
         for name, train, test in splits:
             files = [d / f"{name}.npz" for d in args.dirs]
             if not all(f.exists() for f in files):
@@ -47,6 +63,14 @@ def main() -> None:
             probs = np.mean([np.load(f)["probs"] for f in files], axis=0)
             prior = data.targets[train & data.found].mean(0)
             pred, y = rescored(probs, prior, tau), data.labels[test]
+            if name.startswith("lodo-"):
+                pooled.append((np.flatnonzero(test), pred == y))
+                if emotion is not None and tau == args.tau[-1]:
+                    e = emotion[test]
+                    for k in sorted(set(e)):
+                        m = e == k
+                        print(f"  {name[5:]} {k} ({m.sum()}): accuracy {(pred[m] == y[m]).mean():.2f}, predicted "
+                              + " ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(pred[m] + 1, minlength=5)[1:])))
             if name == "ferplus-valid":  # majority rows, as the protocol reports
                 maj = data.majority[test]
                 pred, y = pred[maj], y[maj]
@@ -56,6 +80,14 @@ def main() -> None:
         if len(lodo) == len(POSED):
             line += f"  | LODO mean {np.mean(lodo):.3f} lowest {min(lodo):.3f}"
         print(f"tau {tau:g}: {line}")
+        if args.groups and pooled:
+            idx = np.concatenate([i for i, _ in pooled])
+            ok = np.concatenate([c for _, c in pooled])
+            for col in ("gender", "age", "ethnicity"):
+                g = np.asarray(data.groups[col])[idx]
+                cells = [f"{v or 'unknown'} {ok[g == v].mean():.3f} ({(g == v).sum()})"
+                         for v in sorted(set(g)) if (g == v).sum() >= 20]
+                print(f"  {col}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":
