@@ -21,6 +21,7 @@ import numpy as np
 
 from fastes import CLASSES
 from fastes.data import POSED, data_root
+from fastes.evaluate import metrics
 from fastes.protocol import ferplus_split, load_all, lodo_splits
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     tr, te = ferplus_split(data, majority=False)
     splits.append(("ferplus-valid", tr, te))
     for tau in args.tau:
-        accs, pooled = {}, []
+        accs, f1s, pooled = {}, {}, []
         for name, train, test in splits:
             files = [d / f"{name}.npz" for d in args.dirs]
             if not all(f.exists() for f in files):
@@ -75,10 +76,14 @@ def main() -> None:
                 maj = data.majority[test]
                 pred, y = pred[maj], y[maj]
             accs[name.removeprefix("lodo-")] = float((pred == y).mean())
+            f1s[name.removeprefix("lodo-")] = metrics(y, pred, {})["macro_f1"]
         lodo = [accs[s] for s in POSED if s in accs]
         line = "  ".join(f"{k} {v:.3f}" for k, v in accs.items())
         if len(lodo) == len(POSED):
-            line += f"  | LODO mean {np.mean(lodo):.3f} lowest {min(lodo):.3f}"
+            line += (f"  | LODO mean {np.mean(lodo):.3f} lowest {min(lodo):.3f}, "
+                     f"mean macro F1 {np.mean([f1s[s] for s in POSED]):.3f}")
+        if "ferplus-valid" in f1s:
+            line += f"  | FER+ valid macro F1 {f1s['ferplus-valid']:.3f}"
         print(f"tau {tau:g}: {line}")
         if args.groups and pooled:
             idx = np.concatenate([i for i, _ in pooled])
