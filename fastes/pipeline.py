@@ -30,7 +30,7 @@ from .sketch import drawable, sketch as draw_sketch
 
 __all__ = ["Face", "Pipeline", "Tracker", "shipped_models", "model_path", "load_model", "DEFAULT_MODEL"]
 
-DEFAULT_MODEL = "vgg11_fast_int8"  # the most accurate per millisecond (models/MODEL_CARD.md)
+DEFAULT_MODEL = "two_stream_int8"  # the most accurate on unseen people within 2 ms (docs/accuracy.md)
 
 
 def _models_dir() -> Path:
@@ -110,8 +110,9 @@ class Pipeline:
     or a configured :class:`fastes.FaceFinder`. ``threads``: TFLite
     threads. ``order``: channel order of colour arrays (``"bgr"`` or ``"rgb"``).
     ``tta`` N > 0 averages each face's probabilities over N augmented copies of its
-    landmarks (:class:`fastes.runtime.Augmented`: +2.5 points of subject-disjoint
-    accuracy for the default model with 8 copies, at ~7x its inference time).
+    landmarks, and for a two-stream model of its crop (:class:`fastes.runtime.Augmented`;
+    8 copies: +2.5 points of subject-disjoint accuracy for ``vgg11_fast_int8``, +0.9 on FER+
+    valid for ``two_stream_int8``, at ~8x the classifier's time; docs/accuracy.md).
 
     ``workers`` > 1 makes :meth:`run_batch` spread images over that many threads. Every
     heavy step releases the GIL (decoding and resizing in OpenCV, TFLite's invoke, the

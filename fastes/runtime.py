@@ -278,7 +278,8 @@ class Ensemble(Classifier):
 class Augmented(Classifier):
     """Test-time augmentation: the mean of ``base``'s probabilities over ``copies``
     randomly rotated (uniform ±8°), jittered (0.5 px) and mirrored (p = 0.5) copies of
-    each face's landmarks, drawn as one batch. Seeded per call: the same landmarks always
+    each face's landmarks, drawn as one batch (a two-stream base: with its face crop,
+    :meth:`predict_faces`). Seeded per call: the same landmarks always
     get the same probabilities. Costs ``copies`` times the inference. Why: measured with
     the fold models of a 5-fold subject-disjoint run of the shipped recipe, 8 copies
     lift accuracy from 0.709 to 0.734 (docs/experiments.md, "Does test-time augmentation help?")."""

@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
                     help="VGG11 channel scale: 1.0 is 64..512 channels (default 0.5; 0.25 is ~4x faster)")
     tr.add_argument("--supersample", type=int, default=1, metavar="K",
                     help="the network takes a K-times larger binary sketch and averages K x K blocks first: "
-                    "grey levels that keep where a line lies within a pixel (default 1; 4 gave the default recipe +1.0 "
+                    "grey levels that keep where a line lies within a pixel (default 1; 4 gave the vgg11_fast recipe +1.0 "
                     "point in 5-fold CV over three seeds, not significant: docs/experiments.md, 'Does a finer sketch help?')")
     tr.add_argument("--pretrain", choices=["none", "mnist", "wild"], default="none",
                     help="pre-train on the MNIST test digits or on wild-set sketches first (default none)")
