@@ -111,7 +111,7 @@ class Pipeline:
     threads. ``order``: channel order of colour arrays (``"bgr"`` or ``"rgb"``).
     ``tta`` N > 0 averages each face's probabilities over N augmented copies of its
     landmarks, and for a two-stream model of its crop (:class:`fastes.runtime.Augmented`;
-    8 copies: +2.5 points of subject-disjoint accuracy for ``vgg11_fast_int8``, +0.9 on FER+
+    8 copies: +2.5 points of subject-disjoint accuracy for ``vgg11_fast_int8``, +1.0 on FER+
     valid for ``two_stream_int8``, at ~8x the classifier's time; docs/accuracy.md).
 
     ``workers`` > 1 makes :meth:`run_batch` spread images over that many threads. Every

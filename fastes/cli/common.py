@@ -45,7 +45,7 @@ def tta_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", type=int, default=0, metavar="N",
                    help="average each face's probabilities over N augmented copies of its landmarks "
                    "(rotated, jittered, mirrored; a two-stream model's crop mirrored in every other copy; "
-                   "0 = off, the default). 8 copies: +0.9 points on FER+ valid for two_stream_int8, +2.5 "
+                   "0 = off, the default). 8 copies: +1.0 point on FER+ valid for two_stream_int8, +2.5 "
                    "of subject-disjoint accuracy for vgg11_fast_int8, ~8x the classifier's time")
 
 
