@@ -306,19 +306,28 @@ def test_rolled_faces_are_found_upright_or_not_at_all(any_finder, sample_paths, 
         assert found == len(sample_paths)
 
 
-def test_rolled_faces_keep_their_label(sample_paths):
+@pytest.mark.parametrize("model", ["vgg11_fast_int8", "default"])
+def test_rolled_faces_keep_their_label(sample_paths, model):
     """A photo turned by a quarter or half turn (a camera held sideways) gives the upright
-    photo's crop turned: the same landmarks and probabilities. A face rolled 45 degrees is
+    photo's crop turned: the same landmarks, and for a sketch model the same probabilities.
+    The default (two-stream) model also reads the aligned face crop, cut from the turned
+    image itself: its pre-shrink grid is laid out in the image and the image landmarks
+    differ by about a pixel, so the crop's grey levels differ by 4-10 on average and a
+    borderline face's probabilities by up to 0.23 (docs/accuracy.md): within 0.3, and the
+    same label where it is a clear one. A face rolled 45 degrees is
     levelled by its eyes: the label of the unturned face, where that is a clear one
     (p >= 0.8: nearer labels swap with a pixel of difference, as between two resizes)."""
-    pipe = fastes.Pipeline()
+    pipe = fastes.Pipeline(model)
+    sketch_only = not getattr(pipe.classifier, "needs_face", False)
     for p in sample_paths:
         img = fastes.read_image(p)
         (face,) = pipe.run(img)
         for degrees in (90, 180, 270):
             (turned,) = pipe.run(_turned(img, degrees)[0])
             np.testing.assert_array_equal(turned.crop_landmarks, face.crop_landmarks)
-            np.testing.assert_allclose(turned.probs, face.probs, atol=1e-6)
+            np.testing.assert_allclose(turned.probs, face.probs, atol=1e-6 if sketch_only else 0.3)
+            if face.confidence >= 0.8:
+                assert turned.label == face.label, (p, degrees)
         (turned,) = pipe.run(_turned(img, 45)[0])
         if face.confidence >= 0.8:
             assert turned.label == face.label, p
