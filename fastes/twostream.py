@@ -134,6 +134,12 @@ class TwoStreamLearner:
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
+        prior = data.targets[data.found].mean(0)
+        if self.balance and not (prior > 0).all():  # log(0): refuse before hours of training
+            from . import CLASSES
+
+            missing = [c for c, v in zip(CLASSES, prior) if not v > 0]
+            raise ValueError(f"balance needs every class among the training rows; none of: {', '.join(missing)}")
         crops = self.crops[self._rows(lms)]
         self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout)
 
@@ -145,7 +151,6 @@ class TwoStreamLearner:
         t0 = time.perf_counter()
         _, history = fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress,
                          desc="two-stream")
-        prior = data.targets[data.found].mean(0)
         if self.balance:
             balance(self.model, prior, self.balance)
         if self.out_dir is not None:

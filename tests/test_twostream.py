@@ -135,11 +135,14 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
     assert data.found.all()
     cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4)
-    learner = TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "keep")
+    with pytest.raises(ValueError, match="every class"):  # the samples hold positive and neutral faces only
+        TwoStreamLearner(data, cfg, face_size=32, balance=1.0).fit(data.subset(np.arange(4)))
+    learner = TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "keep", tta=2)
     assert len(list((tmp_path / "cache").glob("crops-*.npz"))) == 1
     learner.fit(data.subset(np.arange(4)))
     meta = json.loads((tmp_path / "keep" / "config.json").read_text())
     assert meta["recipe"] == "two-stream" and meta["n_train"] == 4 and meta["data_digest"]
+    assert meta["balance"] == 0.0 and abs(sum(meta["class_prior"]) - 1) < 1e-4
     assert fastes.runtime.load_classifier(tmp_path / "keep" / "model.keras").needs_face
     p = learner.predict(data.landmarks[4:])
     assert p.shape == (2, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
