@@ -98,9 +98,9 @@ def _convert_two_stream(m, out, quantize: str, int8_io: bool, calibration, verif
     """:func:`convert` for a two-stream model (inputs ``sketch`` and ``face``):
     ``calibration`` and ``verify`` are dicts of arrays by input name (default: real faces
     of the shared data, :func:`two_stream_sets`)."""
-    from .runtime import is_two_stream
+    from .runtime import is_two_stream, keras_input_shapes
 
-    shapes = {t.name.split(":")[0]: tuple(t.shape) for t in m.inputs}
+    shapes = keras_input_shapes(m)
     if not is_two_stream(shapes):
         raise ConversionError(f"a two-input model must take 'sketch' and 'face' (N, S, S, 1), got {shapes}")
     if percentile is not None:

@@ -143,6 +143,11 @@ def input_key(name: str) -> str:
     return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
+def keras_input_shapes(model) -> dict:
+    """A Keras model's input shapes by input name (``{"sketch": (None, 48, 48, 1), ...}``)."""
+    return {input_key(t.name): tuple(t.shape) for t in model.inputs}
+
+
 class TFLiteModel:
     """A TFLite model (a file or bytes) with one output and one or more inputs: batches of
     any length (the input tensors are resized), quantized inputs and output scaled here.
@@ -449,7 +454,7 @@ class KerasTwoStream(_TwoStream):
 
     def __init__(self, model, name: str = "keras"):
         self.model, self.name = model, name
-        shapes = {t.name.split(":")[0]: tuple(t.shape) for t in model.inputs}
+        shapes = keras_input_shapes(model)
         if not is_two_stream(shapes):
             raise ModelError(f"{name}: expected inputs 'sketch' and 'face' (N, S, S, 1), got {shapes}")
         self.input_size, self.face_size = int(shapes[SKETCH][1]), int(shapes[FACE][1])

@@ -22,7 +22,7 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
-    "TrainConfig", "train", "cross_validate", "fold_model", "balance",
+    "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior",
 ]
 
 # Moved to fastes.data (the convert <-> train import cycle); re-exported here.
@@ -223,6 +223,20 @@ def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=batch, verbose=0))
 
 
+def check_prior(prior) -> np.ndarray:
+    """``prior`` as float64 class shares, or ValueError naming the classes with no share
+    (their log is -inf: :func:`balance` cannot divide by them)."""
+    prior = np.asarray(prior, np.float64)
+    if prior.ndim != 1 or not (prior > 0).all():
+        from . import CLASSES
+
+        names = CLASSES if prior.ndim == 1 and len(prior) == len(CLASSES) else range(prior.size)
+        missing = [str(c) for c, v in zip(names, prior.ravel()) if not v > 0]
+        raise ValueError("balance needs a positive share of every class among the training rows"
+                         + (f"; none of: {', '.join(missing)}" if missing else f", got {prior!r}"))
+    return prior
+
+
 def balance(model, prior, tau: float = 1.0):
     """Logit adjustment (Menon et al. 2021): subtract ``tau * log(prior)`` from the bias of
     ``model``'s final softmax layer, in place, so that its probabilities become
@@ -230,9 +244,7 @@ def balance(model, prior, tau: float = 1.0):
     ``tau = 1`` decides as if every class were equally likely: the posed test sets hold
     far fewer neutral faces than FER+, the bulk of the training data
     (docs/accuracy.md, "Balanced decisions"). Returns ``model``."""
-    prior = np.asarray(prior, np.float64)
-    if prior.ndim != 1 or not (prior > 0).all():
-        raise ValueError(f"prior must be positive class shares, got {prior!r}")
+    prior = check_prior(prior)
     last = model.layers[-1]
     act = getattr(getattr(last, "activation", None), "__name__", "")
     if act != "softmax" or not getattr(last, "use_bias", False) or last.units != len(prior):

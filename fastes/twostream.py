@@ -130,16 +130,13 @@ class TwoStreamLearner:
 
     def fit(self, data) -> None:
         from .sketch import augment
-        from .train import balance, fit
+        from .train import balance, check_prior, fit
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
         prior = data.targets[data.found].mean(0)
-        if self.balance and not (prior > 0).all():  # log(0): refuse before hours of training
-            from . import CLASSES
-
-            missing = [c for c, v in zip(CLASSES, prior) if not v > 0]
-            raise ValueError(f"balance needs every class among the training rows; none of: {', '.join(missing)}")
+        if self.balance:  # refused before hours of training, not after
+            check_prior(prior)
         crops = self.crops[self._rows(lms)]
         self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout)
 
