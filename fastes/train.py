@@ -119,11 +119,12 @@ def _compile(model, cfg: TrainConfig, steps: int, n_classes: int):
 
 def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_classes: int = 4,
         progress: bool = True, desc: str = "train", on_epoch=None, start_epoch: int = 0,
-        trainer=None) -> tuple[object, list[dict]]:
+        trainer=None, weights: np.ndarray | None = None) -> tuple[object, list[dict]]:
     """Train ``model`` for ``epochs``; ``inputs(epoch)`` returns that epoch's ``(N, S, S, 1)``
     array (fresh augmentation each epoch). ``labels``: class indices ``(N,)`` or target
-    distributions ``(N, n_classes)`` (soft labels). One progress bar step per epoch.
-    ``on_epoch(epoch, trainer, history)`` runs after each (checkpoints)."""
+    distributions ``(N, n_classes)`` (soft labels); ``weights``: per-row loss weights.
+    One progress bar step per epoch. ``on_epoch(epoch, trainer, history)`` runs after each
+    (checkpoints)."""
     import keras
     from tqdm import tqdm
 
@@ -136,7 +137,8 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=None if progress else True)
     for ep in bar:
         t0 = time.perf_counter()
-        h = trainer.fit(inputs(ep), onehot, batch_size=cfg.batch, epochs=1, verbose=0, shuffle=True)
+        h = trainer.fit(inputs(ep), onehot, sample_weight=weights, batch_size=cfg.batch, epochs=1, verbose=0,
+                        shuffle=True)
         rec = {"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
                "accuracy": float(h.history["categorical_accuracy"][-1]), "seconds": time.perf_counter() - t0}
         history.append(rec)

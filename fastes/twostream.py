@@ -86,9 +86,29 @@ def crop_cache(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int, tag: 
     return np.stack([have[k] for k in keys]) if keys else np.zeros((0, size, size), np.uint8)
 
 
-def _face_aug(crops: np.ndarray, rng) -> np.ndarray:
-    """A training epoch's crops: mirrored with p = 0.5, contrast x0.8-1.2, brightness +-0.08."""
+# The crop's geometric augmentation at warp = 1: rotation (degrees, uniform +-), scale
+# (uniform 1 +- this), shift (fraction of the frame, uniform +- in x and y). Landmarks place
+# the crop only to a pixel or two and other datasets frame faces differently.
+FACE_WARP = {"rotate": 8.0, "scale": 0.08, "shift": 0.05}
+
+
+def _face_aug(crops: np.ndarray, rng, warp: float = 0.0) -> np.ndarray:
+    """A training epoch's crops: with ``warp`` > 0 a random similarity about the centre
+    (:data:`FACE_WARP` times ``warp``), mirrored with p = 0.5, contrast x0.8-1.2,
+    brightness +-0.08."""
+    import cv2
+
     x = crops.astype(np.float32) / 255
+    if warp > 0 and len(x):
+        n, size = len(x), x.shape[1]
+        ang = rng.uniform(-1, 1, n) * FACE_WARP["rotate"] * warp
+        sc = 1 + rng.uniform(-1, 1, n) * FACE_WARP["scale"] * warp
+        sh = rng.uniform(-1, 1, (n, 2)) * FACE_WARP["shift"] * warp * size
+        c = ((size - 1) / 2, (size - 1) / 2)
+        for i in range(n):
+            m = cv2.getRotationMatrix2D(c, float(ang[i]), float(sc[i]))
+            m[:, 2] += sh[i]
+            x[i] = cv2.warpAffine(x[i], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     flip = rng.random(len(x)) < 0.5
     x[flip] = x[flip, :, ::-1]
     x = (x - 0.5) * rng.uniform(0.8, 1.2, (len(x), 1, 1)) + 0.5 + rng.uniform(-0.08, 0.08, (len(x), 1, 1))
@@ -101,7 +121,8 @@ class TwoStreamLearner:
     up by landmarks, which the protocol hands over alone)."""
 
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
-                 progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0):
+                 progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
+                 posed_weight: float = 1.0, face_warp: float = 0.0):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -113,6 +134,9 @@ class TwoStreamLearner:
         # balance: logit adjustment by the training rows' class shares (fastes.train.balance);
         # tta: the runtime's test-time augmentation (fastes.runtime.Augmented), that many copies
         self.balance, self.tta = float(balance), int(tta)
+        # posed_weight: loss weight of the posed sets' training rows (~4 % of them); face_warp:
+        # the crop's geometric augmentation, a multiple of FACE_WARP (0 = off)
+        self.posed_weight, self.face_warp = float(posed_weight), float(face_warp)
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -130,11 +154,13 @@ class TwoStreamLearner:
 
     def fit(self, data) -> None:
         from .sketch import augment
-        from .train import balance, check_prior, fit
+        from .train import POSED, balance, check_prior, fit
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
-        prior = data.targets[data.found].mean(0)
+        w = np.where(np.isin(data.datasets[data.found], POSED), self.posed_weight, 1.0).astype(np.float32)
+        # the class shares the loss sees: weighted by the rows' loss weights
+        prior = (data.targets[data.found] * w[:, None]).sum(0) / w.sum()
         if self.balance:  # refused before hours of training, not after
             check_prior(prior)
         crops = self.crops[self._rows(lms)]
@@ -143,11 +169,12 @@ class TwoStreamLearner:
         def inputs(ep: int) -> dict:
             rng = np.random.default_rng((cfg.seed, ep))
             sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
-            return {SKETCH: cfg.draw(sk), FACE: _face_aug(crops, rng) if cfg.augment else crops[..., None] / 255}
+            return {SKETCH: cfg.draw(sk),
+                    FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
 
         t0 = time.perf_counter()
         _, history = fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress,
-                         desc="two-stream")
+                         desc="two-stream", weights=w if self.posed_weight != 1 else None)
         if self.balance:
             balance(self.model, prior, self.balance)
         if self.out_dir is not None:
@@ -163,6 +190,7 @@ class TwoStreamLearner:
             meta = {"recipe": "two-stream", "config": asdict(cfg), "face_size": self.face_size,
                     "n_train": int(data.found.sum()), "data_digest": data.digest(),
                     "class_prior": prior.round(6).tolist(), "balance": self.balance,
+                    "posed_weight": self.posed_weight, "face_warp": self.face_warp,
                     "train_seconds": time.perf_counter() - t0, "history": history}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 

@@ -178,3 +178,9 @@ def test_crossval_command_parses_and_refuses_bad_values():
         crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "landmarks", "--balance", "1"]))
     with pytest.raises(UsageError, match="--tta goes with"):
         crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "vgg11", "--tta", "4"]))
+    with pytest.raises(UsageError, match="--face-warp goes with"):
+        crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "landmarks", "--face-warp", "1"]))
+    with pytest.raises(UsageError, match="--posed-weight goes with"):
+        crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "vgg11", "--posed-weight", "3"]))
+    with pytest.raises(UsageError, match="--face-warp must be"):
+        crossval.make_recipe(parser.parse_args(["crossval", "lodo", "--model", "two-stream", "--face-warp", "-1"]))

@@ -130,8 +130,8 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
     m = tmp_path / "m.csv"
-    m.write_text("path,class4,dataset\n" + "".join(
-        f"{p},{'positive' if 'happiness' in p.name else 'neutral'},london\n" for p in sample_images()))
+    m.write_text("path,class4,dataset\n" + "".join(  # smiles from a posed set, the rest from the wild
+        f"{p},{'positive,london' if 'happiness' in p.name else 'neutral,wild'}\n" for p in sample_images()))
     data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
     assert data.found.all()
     cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4)
@@ -150,6 +150,44 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
         learner.predict(data.landmarks[:1] + 1)
     again = TwoStreamLearner(data, cfg, face_size=32)  # crops read back from the cache
     np.testing.assert_array_equal(again.crops, learner.crops)
+    # posed rows weigh 3 in the loss, and in the class shares balancing divides by
+    TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "w", posed_weight=3.0,
+                     face_warp=1.0).fit(data.subset(np.arange(4)))
+    meta = json.loads((tmp_path / "w" / "config.json").read_text())
+    w = np.where(data.datasets[:4] == "london", 3.0, 1.0)
+    want = (data.targets[:4] * w[:, None]).sum(0) / w.sum()
+    assert len(set(data.datasets[:4])) == 2 and meta["posed_weight"] == 3.0 and meta["face_warp"] == 1.0
+    np.testing.assert_allclose(meta["class_prior"], want, atol=1e-5)
+
+
+def test_face_warp_moves_and_turns_the_training_crops():
+    """warp = 0: the crops keep their geometry (mirror and grey levels only); warp = 1: a
+    random similarity per crop, a centre dot moved by at most the shift range, a bar turned
+    by at most the rotation range."""
+    from fastes.twostream import FACE_WARP, _face_aug
+
+    size = 48
+    crops = np.zeros((300, size, size), np.uint8)
+    crops[:, 23:25, 23:25] = 255  # a dot on the centre: mirroring keeps it there
+
+    def centres(x):
+        v = x[..., 0] - x[..., 0].min((1, 2), keepdims=True)
+        yy, xx = np.mgrid[0:size, 0:size]
+        return np.stack([(v * xx).sum((1, 2)), (v * yy).sum((1, 2))], 1) / v.sum((1, 2))[:, None]
+
+    still = centres(_face_aug(crops, np.random.default_rng(0), warp=0.0))
+    np.testing.assert_allclose(still, 23.5, atol=1e-3)
+    moved = np.abs(centres(_face_aug(crops, np.random.default_rng(0), warp=1.0)) - 23.5)
+    limit = FACE_WARP["shift"] * size
+    assert moved.max() <= limit + 0.2 and moved.max() > 0.6 * limit
+    bar = np.zeros((300, size, size), np.uint8)
+    bar[:, 23:25, 8:40] = 255  # a horizontal bar through the centre
+    y = _face_aug(bar, np.random.default_rng(1), warp=1.0)[..., 0]
+    y = y - y.min((1, 2), keepdims=True)
+    yy, xx = np.mgrid[0:size, 0:size] - 23.5
+    c = [np.cov(np.stack([xx.ravel(), yy.ravel()]), aweights=v.ravel() + 1e-9) for v in y]
+    angles = np.degrees([0.5 * np.arctan2(2 * m[0, 1], m[0, 0] - m[1, 1]) for m in c])
+    assert np.abs(angles).max() <= FACE_WARP["rotate"] + 1.5 and np.abs(angles).max() > 4
 
 
 class _Recorder:

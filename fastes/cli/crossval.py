@@ -31,7 +31,10 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, help="sketch nets: input size (default: the net's)")
     p.add_argument("--width", type=float, default=0.25, help="vgg11: channel scale (default 0.25, the shipped one)")
     p.add_argument("--posed-weight", type=float, default=1.0,
-                   help="landmarks: loss weight of the posed sets' training rows (default 1)")
+                   help="landmarks, two-stream: loss weight of the posed sets' training rows (default 1)")
+    p.add_argument("--face-warp", type=float, default=0.0, metavar="K",
+                   help="two-stream: random rotation/scale/shift of the training crops, K times "
+                   "fastes.twostream.FACE_WARP (8 degrees, 8 %%, 5 %% of the frame; default 0 = off)")
     p.add_argument("--tta", type=int, default=0, metavar="N",
                    help="landmarks, two-stream: test-time augmentation, the mean over N augmented copies (as "
                    "'fastes run --tta N'; default 0 = off)")
@@ -72,6 +75,12 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--tta goes with --model landmarks or two-stream")
     if args.balance and args.model != "two-stream":
         raise UsageError("--balance goes with --model two-stream")
+    if args.face_warp and args.model != "two-stream":
+        raise UsageError("--face-warp goes with --model two-stream")
+    if args.face_warp < 0 or args.posed_weight <= 0:
+        raise UsageError("--face-warp must be >= 0 and --posed-weight > 0")
+    if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
+        raise UsageError("--posed-weight goes with --model landmarks or two-stream")
     if args.model == "landmarks":
         cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
                              **({"epochs": args.epochs} if args.epochs else {}))
@@ -85,7 +94,8 @@ def make_recipe(args: argparse.Namespace, data=None):
                           width=args.width)
         front = {"detector": args.detector, "crop": args.crop}
         return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
-                                        balance=args.balance, tta=args.tta)
+                                        balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
+                                        face_warp=args.face_warp)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
