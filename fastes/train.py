@@ -22,7 +22,7 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
-    "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior",
+    "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior", "posed_weights",
 ]
 
 # Moved to fastes.data (the convert <-> train import cycle); re-exported here.
@@ -413,6 +413,11 @@ class LandmarkConfig:
     posed_weight: float = 1.0      # loss weight of the posed sets' rows (the rest: 1)
 
 
+def posed_weights(datasets: np.ndarray, weight: float) -> np.ndarray:
+    """float32 per-row loss weights: ``weight`` for rows of the posed sets (:data:`POSED`), 1 else."""
+    return np.where(np.isin(datasets, POSED), weight, 1.0).astype(np.float32)
+
+
 def landmark_inputs(landmarks: np.ndarray) -> np.ndarray:
     """The landmark network's input: ``fastes.remap``'d points, ``(N, 136)`` float32
     (NaN rows where a face's landmarks cannot be remapped)."""
@@ -437,7 +442,7 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
 
     ok = data.found & np.isfinite(landmark_inputs(data.landmarks)).all(1)
     lms, y = data.landmarks[ok], data.targets[ok]
-    w = np.where(np.isin(data.datasets[ok], POSED), cfg.posed_weight, 1.0).astype(np.float32)
+    w = posed_weights(data.datasets[ok], cfg.posed_weight)
     x0 = landmark_inputs(lms)
     out = Path(out_dir) if out_dir else None
     ckpt, state_file = (out / "checkpoint.keras", out / "checkpoint.json") if out else (None, None)

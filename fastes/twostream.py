@@ -154,11 +154,11 @@ class TwoStreamLearner:
 
     def fit(self, data) -> None:
         from .sketch import augment
-        from .train import POSED, balance, check_prior, fit
+        from .train import balance, check_prior, fit, posed_weights
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
-        w = np.where(np.isin(data.datasets[data.found], POSED), self.posed_weight, 1.0).astype(np.float32)
+        w = posed_weights(data.datasets[data.found], self.posed_weight)
         # the class shares the loss sees: weighted by the rows' loss weights
         prior = (data.targets[data.found] * w[:, None]).sum(0) / w.sum()
         if self.balance:  # refused before hours of training, not after
