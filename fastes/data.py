@@ -9,7 +9,9 @@ dropped silently.
 
 FER+ rows carry 10 annotators' ``votes``: :func:`soft_label` turns them into a 4-class
 distribution (soft training targets), :func:`is_majority` selects FER+'s "majority"
-protocol rows (top emotion > 5 of 10 votes).
+protocol rows (top emotion > 5 of 10 votes). :func:`fine_label` keeps the 7 emotions
+apart (the votes, or the manifest's ``emotion``), for models that learn the emotions and
+sum them into the 4 classes.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from . import CLASSES
 __all__ = [
     "ManifestError", "Sample", "data_root", "read_manifest", "LandmarkCache", "subject_folds",
     "VOTE_COLUMNS", "VOTE_CLASS", "parse_votes", "soft_label", "is_majority", "is_ferplus_valid",
-    "POSED", "FaceSet", "load_faces",
+    "POSED", "FaceSet", "load_faces", "EMOTIONS", "EMOTION_CLASS", "fine_label",
 ]
 
 REQUIRED_COLUMNS = ("path", "class4")
@@ -38,6 +40,9 @@ VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust
 # Each vote's class4 (the manifest's mapping); None: no class4, left out of the distribution.
 VOTE_CLASS = ("neutral", "positive", "awe", "negative", "negative", "negative", "awe", None, None, None)
 _VOTE_MATRIX = np.array([[c == k for k in CLASSES] for c in VOTE_CLASS], np.float32)  # (10, 4)
+# The 7 emotions with a class4 (the first 7 vote columns) and the class each sums into.
+EMOTIONS = VOTE_COLUMNS[:7]
+EMOTION_CLASS = np.array([CLASSES.index(c) for c in VOTE_CLASS[:7]], np.int64)  # (7,) index into CLASSES
 
 
 class ManifestError(ValueError):
@@ -52,11 +57,17 @@ class Sample:
     groups: dict  # dataset, gender, age, ethnicity (missing -> "")
     votes: tuple | None = None  # FER+ rows: 10 annotator counts (VOTE_COLUMNS); else None
     relpath: str = ""  # as written in the manifest (e.g. ferplus/valid/...)
+    emotion: str = ""  # the manifest's ``emotion`` column ("" when it has none)
 
     @property
     def target(self) -> np.ndarray:
         """The 4-class training target: the votes' distribution, else one-hot."""
         return soft_label(self.votes, self.label)
+
+    @property
+    def fine_target(self) -> np.ndarray:
+        """The 7-emotion training target (:func:`fine_label`)."""
+        return fine_label(self.votes, self.emotion, self.label)
 
 
 def parse_votes(text: str) -> tuple | None:
@@ -82,6 +93,21 @@ def soft_label(votes, label: int) -> np.ndarray:
         if d.sum() > 0:
             return (d / d.sum()).astype(np.float32)
     return np.eye(len(CLASSES), dtype=np.float32)[label]
+
+
+def fine_label(votes, emotion: str = "", label: int | None = None) -> np.ndarray:
+    """float32 (7,) distribution over EMOTIONS: the votes of the 7 emotions normalized,
+    else one-hot ``emotion``; all zeros when neither gives one (no votes and an emotion
+    outside EMOTIONS, or one whose class is not ``label``: a row no fine model can learn)."""
+    if votes is not None:
+        d = np.asarray(votes[:len(EMOTIONS)], np.float32)
+        if d.sum() > 0:
+            return (d / d.sum()).astype(np.float32)
+    out = np.zeros(len(EMOTIONS), np.float32)
+    e = (emotion or "").strip().lower()
+    if e in EMOTIONS and (label is None or EMOTION_CLASS[EMOTIONS.index(e)] == label):
+        out[EMOTIONS.index(e)] = 1
+    return out
 
 
 def is_majority(votes) -> bool:
@@ -147,6 +173,7 @@ def _read_manifest(p: Path) -> list[Sample]:
                     groups={c: (row.get(c) or "").strip() for c in GROUP_COLUMNS},
                     votes=votes,
                     relpath=rel,
+                    emotion=(row.get("emotion") or "").strip(),
                 ))
         except csv.Error as e:  # e.g. a field over csv's size limit, a stray quote in strict mode
             raise ManifestError(f"{p}:{reader.line_num}: not a CSV row ({e})") from None
@@ -356,6 +383,8 @@ class FaceSet:
     # (N,) bool: FER+'s validation split (never trained on) and its majority rows
     ferplus_valid: np.ndarray | None = None
     majority: np.ndarray | None = None
+    # (N, 7) float32 targets over EMOTIONS (fastes.data.fine_label); a row of zeros: none
+    fine: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.labels)
@@ -364,6 +393,8 @@ class FaceSet:
         for name in ("ferplus_valid", "majority"):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(n, bool))
+        if self.fine is None:
+            self.fine = np.zeros((n, len(EMOTIONS)), np.float32)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -377,7 +408,7 @@ class FaceSet:
         idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return FaceSet([self.paths[i] for i in idx], self.landmarks[idx], self.found[idx],
                        self.labels[idx], self.subjects[idx], {k: v[idx] for k, v in self.groups.items()},
-                       self.targets[idx], self.ferplus_valid[idx], self.majority[idx])
+                       self.targets[idx], self.ferplus_valid[idx], self.majority[idx], self.fine[idx])
 
     def save(self, path) -> None:
         """Write to one ``.npz`` (landmarks and labels only, no images: shareable where
@@ -387,13 +418,13 @@ class FaceSet:
         atomic_write(path, lambda t: np.savez_compressed(
             t, paths=np.array([str(p) for p in self.paths]), landmarks=self.landmarks, found=self.found,
             labels=self.labels, subjects=self.subjects, targets=self.targets, ferplus_valid=self.ferplus_valid,
-            majority=self.majority, **{f"group_{k}": v for k, v in self.groups.items()}))
+            majority=self.majority, fine=self.fine, **{f"group_{k}": v for k, v in self.groups.items()}))
 
     @classmethod
     def load(cls, path) -> "FaceSet":
         z = np.load(path, allow_pickle=False)
         groups = {k[6:]: z[k] for k in z.files if k.startswith("group_")}
-        extra = {k: z[k] for k in ("targets", "ferplus_valid", "majority") if k in z.files}
+        extra = {k: z[k] for k in ("targets", "ferplus_valid", "majority", "fine") if k in z.files}
         return cls(z["paths"].tolist(), z["landmarks"], z["found"], z["labels"], z["subjects"], groups, **extra)
 
     def digest(self) -> str:
@@ -426,4 +457,5 @@ def load_faces(manifest=None, datasets=POSED, progress: bool = True, cache=None,
                    np.array([s.subject for s in samples]), groups,
                    np.array([s.target for s in samples], np.float32).reshape(-1, len(CLASSES)),
                    np.array([is_ferplus_valid(s) for s in samples], bool),
-                   np.array([is_majority(s.votes) for s in samples], bool))
+                   np.array([is_majority(s.votes) for s in samples], bool),
+                   np.array([s.fine_target for s in samples], np.float32).reshape(-1, len(EMOTIONS)))

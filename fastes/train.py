@@ -245,16 +245,29 @@ def balance(model, prior, tau: float = 1.0):
     ``p(c) / prior(c)**tau`` renormalized. ``prior``: the training rows' class shares.
     ``tau = 1`` decides as if every class were equally likely: the posed test sets hold
     far fewer neutral faces than FER+, the bulk of the training data
-    (docs/accuracy.md, "Balanced decisions"). Returns ``model``."""
+    (docs/accuracy.md, "Balanced decisions"). A model whose softmax is over finer labels
+    summed into the classes by a last fixed 0/1 layer (``fastes.twostream.build(fine=True)``)
+    is adjusted the same: each fine logit by its class's prior. Returns ``model``."""
     prior = check_prior(prior)
-    last = model.layers[-1]
+    last, of_class = model.layers[-1], np.arange(len(prior))
+    if _is_class_map(last) and last.units == len(prior) and len(model.layers) > 1:
+        of_class = last.get_weights()[0].argmax(1)  # fine label -> class
+        last = model.layers[-2]
     act = getattr(getattr(last, "activation", None), "__name__", "")
-    if act != "softmax" or not getattr(last, "use_bias", False) or last.units != len(prior):
+    if act != "softmax" or not getattr(last, "use_bias", False) or last.units != len(of_class):
         raise ValueError(f"balance needs a final softmax Dense layer with a bias over {len(prior)} classes, "
                          f"got {last.name!r}")
     kernel, bias = last.get_weights()
-    last.set_weights([kernel, (bias - tau * np.log(prior / prior.sum())).astype(bias.dtype)])
+    last.set_weights([kernel, (bias - tau * np.log(prior / prior.sum())[of_class]).astype(bias.dtype)])
     return model
+
+
+def _is_class_map(layer) -> bool:
+    """A linear Dense layer without bias whose kernel sends each input to one class (0/1 rows)."""
+    if getattr(getattr(layer, "activation", None), "__name__", "") != "linear" or getattr(layer, "use_bias", True):
+        return False
+    w = layer.get_weights()
+    return len(w) == 1 and bool(np.isin(w[0], (0, 1)).all() and (w[0].sum(1) == 1).all())
 
 
 def train(data: FaceSet, cfg: TrainConfig, out_dir=None, progress: bool = True, resume: bool = False,

@@ -20,11 +20,17 @@ from .runtime import FACE, SKETCH
 
 __all__ = ["SKETCH", "FACE", "build", "crop_cache", "TwoStreamLearner"]
 
+EMOTIONS_LAYER = "emotions"  # a fine model's 7-emotion softmax (build(fine=True))
 
-def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: float = 0.1, n_classes: int = 4):
+
+def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: float = 0.1, n_classes: int = 4,
+          fine: bool = False):
     """A two-stream Keras model: the paper's VGG11 sketch branch (``width`` scales its
     channels, as ``fastes train --width``) and a small VGG-style branch on the aligned
-    crop, each pooled to a vector, concatenated, one softmax (late fusion)."""
+    crop, each pooled to a vector, concatenated, one softmax (late fusion). ``fine``: the
+    softmax is over the 7 emotions (layer ``emotions``, what training fits) and a fixed
+    layer sums them into the 4 classes (fastes.data.EMOTION_CLASS), so the file still
+    outputs ``(N, 4)`` probabilities."""
     import keras
     from keras import layers
 
@@ -48,7 +54,15 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     b = layers.GlobalAveragePooling2D()(x)
     z = layers.Concatenate()([layers.Flatten()(a), b])
     z = layers.Dropout(dropout)(z)
-    out = layers.Dense(n_classes, activation="softmax", name="probs")(z)
+    if not fine:
+        out = layers.Dense(n_classes, activation="softmax", name="probs")(z)
+        return keras.Model([sk_in, face_in], out, name="two_stream")
+    from .data import EMOTION_CLASS, EMOTIONS
+
+    emo = layers.Dense(len(EMOTIONS), activation="softmax", name=EMOTIONS_LAYER)(z)
+    to_classes = layers.Dense(n_classes, use_bias=False, trainable=False, name="probs")
+    out = to_classes(emo)
+    to_classes.set_weights([np.eye(n_classes, dtype=np.float32)[EMOTION_CLASS]])  # (7, 4) of 0/1
     return keras.Model([sk_in, face_in], out, name="two_stream")
 
 
@@ -122,7 +136,7 @@ class TwoStreamLearner:
 
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
-                 posed_weight: float = 1.0, face_warp: float = 0.0):
+                 posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -137,6 +151,8 @@ class TwoStreamLearner:
         # posed_weight: loss weight of the posed sets' training rows (~4 % of them); face_warp:
         # the crop's geometric augmentation, a multiple of FACE_WARP (0 = off)
         self.posed_weight, self.face_warp = float(posed_weight), float(face_warp)
+        # fine_labels: learn the 7 emotions (fastes.data.fine_label), summed into the 4 classes
+        self.fine_labels = bool(fine_labels)
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -153,6 +169,7 @@ class TwoStreamLearner:
             raise ValueError("landmarks that are not rows of the FaceSet this learner was made for") from None
 
     def fit(self, data) -> None:
+        from .data import EMOTIONS
         from .sketch import augment
         from .train import balance, check_prior, fit, posed_weights
 
@@ -163,8 +180,21 @@ class TwoStreamLearner:
         prior = (data.targets[data.found] * w[:, None]).sum(0) / w.sum()
         if self.balance:  # refused before hours of training, not after
             check_prior(prior)
+        targets = data.targets[data.found]
+        if self.fine_labels:
+            targets = data.fine[data.found]
+            if (missing := int((targets.sum(1) <= 0).sum())):
+                raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
+                                 f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
         crops = self.crops[self._rows(lms)]
-        self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout)
+        self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout,
+                           fine=self.fine_labels)
+        # fine: fit the 7-emotion softmax; the model's fixed last layer sums it into the classes
+        trained = self.model
+        if self.fine_labels:
+            import keras
+
+            trained = keras.Model(self.model.inputs, self.model.get_layer(EMOTIONS_LAYER).output)
 
         def inputs(ep: int) -> dict:
             rng = np.random.default_rng((cfg.seed, ep))
@@ -173,8 +203,8 @@ class TwoStreamLearner:
                     FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
 
         t0 = time.perf_counter()
-        _, history = fit(self.model, inputs, data.targets[data.found], cfg, cfg.epochs, progress=self.progress,
-                         desc="two-stream", weights=w if self.posed_weight != 1 else None)
+        _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
+                         progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)
         if self.balance:
             balance(self.model, prior, self.balance)
         if self.out_dir is not None:
@@ -190,7 +220,7 @@ class TwoStreamLearner:
             meta = {"recipe": "two-stream", "config": asdict(cfg), "face_size": self.face_size,
                     "n_train": int(data.found.sum()), "data_digest": data.digest(),
                     "class_prior": prior.round(6).tolist(), "balance": self.balance,
-                    "posed_weight": self.posed_weight, "face_warp": self.face_warp,
+                    "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
                     "train_seconds": time.perf_counter() - t0, "history": history}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 

@@ -161,6 +161,31 @@ def test_votes_become_soft_labels(tmp_path):
     np.testing.assert_array_equal(soft_label((0,) * 10, 2), np.eye(4)[2])  # nothing maps: one-hot
 
 
+def test_fine_labels_keep_the_seven_emotions_apart(tmp_path):
+    """The 7-emotion targets: the votes without contempt/unknown/not-a-face, else one-hot
+    on the manifest's emotion, none for an unknown emotion or one of another class; summed
+    by EMOTION_CLASS they give the 4-class target."""
+    from fastes.data import EMOTION_CLASS, EMOTIONS, fine_label
+
+    header = "path,dataset,subject,emotion,class4,gender,age,ethnicity,setting,votes"
+    m = _write_manifest(tmp_path, [
+        "ferplus/train/a.png,ferplus,f-a,neutral,neutral,,,,in_the_wild,4;0;0;1;3;2;0;0;0;0",
+        "jaffe/b.png,jaffe,j-b,Fear,awe,female,,east_asian,posed,",
+        "x/c.png,x,c,contempt,negative,,,,posed,",
+        "x/d.png,x,d,happiness,negative,,,,posed,",  # emotion and class4 disagree: no fine label
+    ], header=header)
+    s = read_manifest(m)
+    assert EMOTIONS == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
+    np.testing.assert_allclose(s[0].fine_target, [0.4, 0, 0, 0.1, 0.3, 0.2, 0])
+    np.testing.assert_array_equal(s[1].fine_target, np.eye(7)[EMOTIONS.index("fear")])
+    assert s[1].emotion == "Fear" and not s[2].fine_target.any() and not s[3].fine_target.any()
+    to4 = np.eye(4)[EMOTION_CLASS]  # (7, 4)
+    for x in s[:2]:
+        np.testing.assert_allclose(x.fine_target @ to4, x.target, atol=1e-6)
+    np.testing.assert_array_equal(fine_label(None, "surprise"), np.eye(7)[2])  # no class4 to check
+    assert not fine_label((0,) * 7 + (3, 4, 3), "").any()  # only contempt/unknown/not-a-face votes
+
+
 def test_ferplus_valid_rows_are_told_apart(tmp_path):
     from fastes.data import is_ferplus_valid
 

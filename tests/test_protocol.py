@@ -177,6 +177,7 @@ def test_crossval_command_parses_and_refuses_bad_values():
     for match, argv in [("--balance goes with", ["--model", "landmarks", "--balance", "1"]),
                         ("--tta goes with", ["--model", "vgg11", "--tta", "4"]),
                         ("--face-warp goes with", ["--model", "landmarks", "--face-warp", "1"]),
+                        ("--fine-labels goes with", ["--model", "vgg11", "--fine-labels"]),
                         ("--posed-weight goes with", ["--model", "vgg11", "--posed-weight", "3"]),
                         ("--face-warp must be", ["--model", "two-stream", "--face-warp", "-1"])]:
         with pytest.raises(UsageError, match=match):

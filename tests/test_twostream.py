@@ -158,6 +158,20 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     want = (data.targets[:4] * w[:, None]).sum(0) / w.sum()
     assert len(set(data.datasets[:4])) == 2 and meta["posed_weight"] == 3.0 and meta["face_warp"] == 1.0
     np.testing.assert_allclose(meta["class_prior"], want, atol=1e-5)
+    # 7 emotions: refused without an emotion per row, learnt from the manifest's emotion column
+    with pytest.raises(ValueError, match="emotion"):
+        TwoStreamLearner(data, cfg, face_size=32, fine_labels=True).fit(data.subset(np.arange(4)))
+    m.write_text("path,class4,dataset,emotion\n" + "".join(
+        f"{p},{'positive,london,happiness' if 'happiness' in p.name else 'neutral,wild,neutral'}\n"
+        for p in sample_images()))
+    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    assert data.fine[:4].sum(1).tolist() == [1.0] * 4
+    fine = TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "f", fine_labels=True)
+    fine.fit(data.subset(np.arange(4)))
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["fine_labels"] is True
+    assert fine.model.layers[-2].units == 7 and fine.model.output.shape[-1] == 4
+    p = fine.predict(data.landmarks[4:])
+    assert p.shape == (2, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
 def test_face_warp_moves_and_turns_the_training_crops():
@@ -221,13 +235,15 @@ def test_test_time_augmentation_of_a_two_stream_model():
     np.testing.assert_allclose(p, [[2 / 3, 0, 1 / 3, 0], [0, 2 / 3, 0, 1 / 3]], atol=1e-6)
 
 
-def test_balance_divides_probabilities_by_the_prior():
-    """Logit adjustment in the final layer: p(c) / prior(c)**tau, renormalized."""
+@pytest.mark.parametrize("fine", [False, True], ids=["4-class", "7-emotion"])
+def test_balance_divides_probabilities_by_the_prior(fine):
+    """Logit adjustment in the final layer: p(c) / prior(c)**tau, renormalized; for a
+    7-emotion model, in its emotion softmax before the fixed sum into the classes."""
     from fastes.train import balance
     from fastes.twostream import build
 
     keras.utils.set_random_seed(0)
-    m = build(size=32, face_size=32, width=0.125)
+    m = build(size=32, face_size=32, width=0.125, fine=fine)
     x = {"sketch": np.random.default_rng(1).integers(0, 2, (5, 32, 32, 1)).astype(np.float32),
          "face": np.random.default_rng(2).random((5, 32, 32, 1)).astype(np.float32)}
     p0 = m.predict(x, verbose=0)
@@ -242,3 +258,25 @@ def test_balance_divides_probabilities_by_the_prior():
         balance(m, [0.5, 0.5])
     with pytest.raises(ValueError, match="positive"):
         balance(m, [0.5, 0.5, 0, 0])
+
+
+def test_fine_model_sums_its_seven_emotions_into_the_classes(tmp_path):
+    """build(fine=True): the output is the emotion softmax summed by EMOTION_CLASS (not a
+    layer training changes); the saved file is a 4-class two-stream classifier."""
+    from fastes.data import EMOTION_CLASS
+    from fastes.runtime import load_classifier
+    from fastes.twostream import EMOTIONS_LAYER, build
+
+    keras.utils.set_random_seed(0)
+    m = build(size=32, face_size=32, width=0.125, fine=True)
+    x = {"sketch": np.random.default_rng(1).integers(0, 2, (6, 32, 32, 1)).astype(np.float32),
+         "face": np.random.default_rng(2).random((6, 32, 32, 1)).astype(np.float32)}
+    emo = keras.Model(m.inputs, m.get_layer(EMOTIONS_LAYER).output).predict(x, verbose=0)
+    assert emo.shape == (6, 7) and not m.get_layer("probs").trainable
+    np.testing.assert_allclose(m.predict(x, verbose=0), emo @ np.eye(4)[EMOTION_CLASS], atol=1e-6)
+    m.save(tmp_path / "fine.keras")
+    clf = load_classifier(tmp_path / "fine.keras")
+    assert clf.needs_face
+    lms = np.random.default_rng(3).uniform(60, 190, (6, 68, 2)).astype(np.float32)
+    p = clf.predict_faces(lms, x["face"])
+    assert p.shape == (6, 4) and np.allclose(p.sum(1), 1, atol=1e-5)

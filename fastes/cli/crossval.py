@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--face-warp", type=float, default=0.0, metavar="K",
                    help="two-stream: random rotation/scale/shift of the training crops, K times "
                    "fastes.twostream.FACE_WARP (8 degrees, 8 %%, 5 %% of the frame; default 0 = off)")
+    p.add_argument("--fine-labels", action="store_true",
+                   help="two-stream: learn the 7 emotions (FER+ votes, the manifest's emotion column) and sum "
+                   "them into the 4 classes inside the model (default: learn the 4 classes)")
     p.add_argument("--tta", type=int, default=0, metavar="N",
                    help="landmarks, two-stream: test-time augmentation, the mean over N augmented copies (as "
                    "'fastes run --tta N'; default 0 = off)")
@@ -75,8 +78,9 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--tta goes with --model landmarks or two-stream")
     if args.balance and args.model != "two-stream":
         raise UsageError("--balance goes with --model two-stream")
-    if args.face_warp and args.model != "two-stream":
-        raise UsageError("--face-warp goes with --model two-stream")
+    for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels)):
+        if on and args.model != "two-stream":
+            raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
         raise UsageError("--face-warp must be >= 0 and --posed-weight > 0")
     if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
@@ -95,7 +99,7 @@ def make_recipe(args: argparse.Namespace, data=None):
         front = {"detector": args.detector, "crop": args.crop}
         return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
-                                        face_warp=args.face_warp)
+                                        face_warp=args.face_warp, fine_labels=args.fine_labels)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
