@@ -204,6 +204,29 @@ def test_blazeface_turns_upside_down_faces_and_reports_their_roll(blaze, samples
         assert plain.rolls is None  # (the check off: keypoints as the model places them)
 
 
+def test_full_range_keeps_upright_faces_its_own_judgement_would_drop(samples):
+    """The full-range model scores turned faces nearly as high as upright ones: it judges
+    orientation with the short-range model, so a frame-filling upright face is kept (the
+    first sample on a 1080p frame scores 0.865, below SURE_SCORE, and was dropped when the
+    full range judged itself) and no turned face is kept as upright."""
+    import cv2
+
+    from fastes.testing import frame_with_face
+
+    full = BlazeFace("full")
+    assert detect.BlazeFace("full", upright=False)(frame_with_face(samples[0], (1080, 1920))).scores[0] \
+        < detect.SURE_SCORE  # the case: a face the check must judge
+    for img in samples:
+        frame = frame_with_face(img, (1080, 1920))
+        up = full(frame)
+        assert len(up) == 1 and up.rolls[0] == 0
+        down = full(cv2.rotate(frame, cv2.ROTATE_180))
+        assert all(abs(abs(r) - 180) < 20 for r in down.rolls)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(full)).range == "full"  # the judging twin is not pickled
+
+
 def test_haar_drops_upside_down_faces(samples):
     """The cascade fires on upside-down faces; those are judged and dropped."""
     import cv2
