@@ -391,9 +391,11 @@ class BlazeFace:
     @property
     def tag(self) -> str:
         # "a32": input from the float area resize (rgb_small_into), not OpenCV's uint8 one
-        # (the orientation check changes nothing for upright faces: not in the tag, which keys caches)
+        # (the orientation check changes nothing for upright faces that score well: "_noup" only
+        # when off; "_js": full range judged by the short range, which keeps unsure upright faces)
+        judge = "_js" if self.upright and self.range == "full" else ""
         return f"{self.name}_{self.min_score}_{self.iou}_a32" + (
-            f"_t{self.tiles}_{self.tile_min_score}" if self.tiles > 1 else "") + ("" if self.upright else "_noup")
+            f"_t{self.tiles}_{self.tile_min_score}" if self.tiles > 1 else "") + ("" if self.upright else "_noup") + judge
 
     def __call__(self, image: np.ndarray, order: str = "bgr") -> Detections:
         found = self._search(image, order)
