@@ -429,7 +429,9 @@ class FaceSet:
 
     def digest(self) -> str:
         """A hash of everything training sees (landmarks, labels, subjects; soft targets
-        where some row has them: one-hot-only sets keep their earlier digests)."""
+        where some row has them: one-hot-only sets keep their earlier digests). The
+        7-emotion targets (``fine``) come from the same votes and manifest rows and are not
+        hashed: the digests of sets recorded before them stay valid."""
         h = hashlib.sha1()
         for a in (self.landmarks, self.found, self.labels):
             h.update(np.ascontiguousarray(a).tobytes())
