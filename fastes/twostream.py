@@ -176,13 +176,13 @@ class TwoStreamLearner:
         cfg = self.cfg
         lms = data.landmarks[data.found]
         w = posed_weights(data.datasets[data.found], self.posed_weight)
+        classes = data.targets[data.found]
         # the class shares the loss sees: weighted by the rows' loss weights
-        prior = (data.targets[data.found] * w[:, None]).sum(0) / w.sum()
+        prior = (classes * w[:, None]).sum(0) / w.sum()
         if self.balance:  # refused before hours of training, not after
             check_prior(prior)
-        targets = data.targets[data.found]
+        targets = data.fine[data.found] if self.fine_labels else classes
         if self.fine_labels:
-            targets = data.fine[data.found]
             if (missing := int((targets.sum(1) <= 0).sum())):
                 raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
                                  f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
