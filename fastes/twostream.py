@@ -71,7 +71,9 @@ def crop_cache(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int, tag: 
                cache_dir=None) -> np.ndarray:
     """uint8 ``(N, size, size)`` aligned crops of one face per image (``boxes`` and crop
     ``landmarks`` from the landmark cache), kept in ``$FASTES_CACHE`` (or
-    ``~/.cache/fastes``) under the front end's ``tag``: images are read once."""
+    ``~/.cache/fastes``) under the front end's ``tag``: images are read once. Keyed by
+    image, box and landmarks, so that landmarks placed anew (another kernel, another
+    machine's detector numerics) never meet a crop cut from the old ones."""
     import hashlib
     import os
     from pathlib import Path
@@ -82,8 +84,10 @@ def crop_cache(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int, tag: 
 
     d = Path(cache_dir or os.environ.get("FASTES_CACHE") or Path.home() / ".cache" / "fastes")
     d.mkdir(parents=True, exist_ok=True)
-    file = d / f"crops-{hashlib.sha1(f'v1|{tag}|{size}'.encode()).hexdigest()[:10]}.npz"
-    keys = [f"{p}|{','.join(map(str, np.asarray(b).tolist()))}" for p, b in zip(paths, boxes)]
+    file = d / f"crops-{hashlib.sha1(f'v2|{tag}|{size}'.encode()).hexdigest()[:10]}.npz"
+    keys = [f"{p}|{','.join(map(str, np.asarray(b).tolist()))}|"
+            f"{hashlib.sha1(np.ascontiguousarray(lm, np.float32).tobytes()).hexdigest()[:16]}"
+            for p, b, lm in zip(paths, boxes, landmarks)]
     have: dict[str, np.ndarray] = {}
     if file.exists():
         z = np.load(file, allow_pickle=False)

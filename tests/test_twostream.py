@@ -280,3 +280,26 @@ def test_fine_model_sums_its_seven_emotions_into_the_classes(tmp_path):
     lms = np.random.default_rng(3).uniform(60, 190, (6, 68, 2)).astype(np.float32)
     p = clf.predict_faces(lms, x["face"])
     assert p.shape == (6, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_crop_cache_cuts_again_when_the_landmarks_move(tmp_path, finder):
+    """Cached crops are keyed by image, box and landmarks: the same box with landmarks placed
+    anew gives the crop of the new landmarks, not the one cut before."""
+    from fastes.evaluate import face_inputs
+    from fastes.twostream import crop_cache
+
+    paths = [str(p) for p in sample_images()[:2]]
+    found = [finder(to_grey(read_image(p))) for p in paths]
+    boxes = np.stack([f.boxes[0] for f in found])
+    lms = np.stack([f.landmarks[0] for f in found]).astype(np.float32)
+    first = crop_cache(paths, boxes, lms, 32, "t", progress=False, cache_dir=tmp_path)
+    want = np.round(face_inputs(paths, boxes, lms, 32)[..., 0] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(first, want)
+    moved = lms + np.float32([6, 0])  # a different placement of the same face, same box
+    again = crop_cache(paths, boxes, moved, 32, "t", progress=False, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again, np.round(face_inputs(paths, boxes, moved, 32)[..., 0] * 255)
+                                  .astype(np.uint8))
+    assert np.abs(again.astype(int) - first.astype(int)).mean() > 1  # not the stale crop
+    # and the first placement is still served from the cache file, with both kept
+    np.testing.assert_array_equal(crop_cache(paths, boxes, lms, 32, "t", progress=False, cache_dir=tmp_path), first)
+    assert len(np.load(next(tmp_path.glob("crops-*.npz")))["keys"]) == 4
