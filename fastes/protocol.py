@@ -80,7 +80,9 @@ def run_split(data: FaceSet, train: np.ndarray, test: np.ndarray, make: Callable
               store: Path | None = None) -> dict:
     """Fit a fresh learner on ``train`` rows (those with a face), predict ``test`` rows.
     Returns ``probs`` (NaN for missed faces), ``pred`` (-1 for them), ``seconds``; kept in
-    ``store`` (an ``.npz``) and read back from it when present."""
+    ``store`` (an ``.npz``) and read back from it when present. A learner with a
+    ``predict_fine`` that answers (a 7-emotion model) also has its emotion probabilities
+    kept there, as ``fine``."""
     if (train & test).any():
         raise ValueError("a row is in both the training and the test set")
     n_test = int(test.sum())
@@ -93,15 +95,21 @@ def run_split(data: FaceSet, train: np.ndarray, test: np.ndarray, make: Callable
     learner.fit(data.subset(train))
     te = data.subset(test)
     probs = np.full((n_test, len(CLASSES)), np.nan, np.float32)
+    fine = None
     if te.found.any():
         probs[te.found] = learner.predict(te.landmarks[te.found])
+        got = getattr(learner, "predict_fine", lambda _: None)(te.landmarks[te.found])
+        if got is not None:
+            fine = np.full((n_test, got.shape[1]), np.nan, np.float32)
+            fine[te.found] = got
     pred = np.where(te.found, np.nan_to_num(probs, nan=-1.0).argmax(1), MISSED)
     sec = time.perf_counter() - t0
     if store is not None:
         from .io import atomic_write
 
         store.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(store, lambda t: np.savez(t, probs=probs, pred=pred, seconds=sec))
+        extra = {} if fine is None else {"fine": fine}
+        atomic_write(store, lambda t: np.savez(t, probs=probs, pred=pred, seconds=sec, **extra))
     return {"probs": probs, "pred": pred, "seconds": sec, "resumed": False}
 
 

@@ -22,7 +22,8 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
-    "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior", "posed_weights",
+    "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior", "within_class_shift",
+    "posed_weights",
 ]
 
 # Moved to fastes.data (the convert <-> train import cycle); re-exported here.
@@ -239,7 +240,22 @@ def check_prior(prior) -> np.ndarray:
     return prior
 
 
-def balance(model, prior, tau: float = 1.0):
+def within_class_shift(fine_prior, of_class: np.ndarray) -> np.ndarray:
+    """Per fine label, ``log(share within its class * labels in its class)``: 0 where the
+    class's labels are equally common, negative for rare ones. Subtracted from the fine
+    logits (``balance(..., within=W)``) it decides as if each label of a class were as
+    likely as the others, so rare emotions (FER+'s fear beside surprise) are not
+    outvoted by their class's common one."""
+    fine_prior = np.asarray(fine_prior, np.float64)
+    if fine_prior.shape != of_class.shape or not (fine_prior > 0).all():
+        raise ValueError(f"within needs a positive share of each of the {len(of_class)} fine labels "
+                         f"among the training rows, got {np.round(fine_prior, 4).tolist()}")
+    in_class = np.bincount(of_class, weights=fine_prior)[of_class]
+    n = np.bincount(of_class)[of_class]
+    return np.log(fine_prior / in_class * n)
+
+
+def balance(model, prior, tau: float = 1.0, within: float = 0.0, fine_prior=None):
     """Logit adjustment (Menon et al. 2021): subtract ``tau * log(prior)`` from the bias of
     ``model``'s final softmax layer, in place, so that its probabilities become
     ``p(c) / prior(c)**tau`` renormalized. ``prior``: the training rows' class shares.
@@ -247,7 +263,9 @@ def balance(model, prior, tau: float = 1.0):
     far fewer neutral faces than FER+, the bulk of the training data
     (docs/accuracy.md, "Balanced decisions"). A model whose softmax is over finer labels
     summed into the classes by a last fixed 0/1 layer (``fastes.twostream.build(fine=True)``)
-    is adjusted the same: each fine logit by its class's prior. Returns ``model``."""
+    is adjusted the same: each fine logit by its class's prior; ``within`` W > 0 also
+    subtracts ``W * within_class_shift(fine_prior)`` (``fine_prior``: the training rows'
+    fine-label shares). Returns ``model``."""
     prior = check_prior(prior)
     last, of_class = model.layers[-1], np.arange(len(prior))
     if _is_class_map(last) and last.units == len(prior) and len(model.layers) > 1:
@@ -257,8 +275,13 @@ def balance(model, prior, tau: float = 1.0):
     if act != "softmax" or not getattr(last, "use_bias", False) or last.units != len(of_class):
         raise ValueError(f"balance needs a final softmax Dense layer with a bias over {len(prior)} classes, "
                          f"got {last.name!r}")
+    shift = tau * np.log(prior / prior.sum())[of_class]
+    if within:
+        if len(of_class) == len(prior) and not _is_class_map(model.layers[-1]):
+            raise ValueError("within needs a model whose fine labels are summed into the classes (fine=True)")
+        shift = shift + within * within_class_shift(fine_prior, of_class)
     kernel, bias = last.get_weights()
-    last.set_weights([kernel, (bias - tau * np.log(prior / prior.sum())[of_class]).astype(bias.dtype)])
+    last.set_weights([kernel, (bias - shift).astype(bias.dtype)])
     return model
 
 

@@ -140,7 +140,8 @@ class TwoStreamLearner:
 
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
-                 posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False):
+                 posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False,
+                 balance_within: float = 0.0):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -157,6 +158,11 @@ class TwoStreamLearner:
         self.posed_weight, self.face_warp = float(posed_weight), float(face_warp)
         # fine_labels: learn the 7 emotions (fastes.data.fine_label), summed into the 4 classes
         self.fine_labels = bool(fine_labels)
+        # balance_within: with fine labels, also decide as if each emotion of a class were as
+        # likely as the others (fastes.train.balance(within=...))
+        self.balance_within = float(balance_within)
+        if self.balance_within and not (self.fine_labels and self.balance):
+            raise ValueError("balance_within needs fine_labels and balance")
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -209,8 +215,11 @@ class TwoStreamLearner:
         t0 = time.perf_counter()
         _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
                          progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)
+        fine_prior = None
+        if self.fine_labels:
+            fine_prior = (targets * w[:, None]).sum(0) / w.sum()
         if self.balance:
-            balance(self.model, prior, self.balance)
+            balance(self.model, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
         if self.out_dir is not None:
             import json
             from dataclasses import asdict
@@ -225,6 +234,8 @@ class TwoStreamLearner:
                     "n_train": int(data.found.sum()), "data_digest": data.digest(),
                     "class_prior": prior.round(6).tolist(), "balance": self.balance,
                     "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
+                    "balance_within": self.balance_within,
+                    "fine_prior": None if fine_prior is None else fine_prior.round(6).tolist(),
                     "train_seconds": time.perf_counter() - t0, "history": history}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
@@ -236,3 +247,16 @@ class TwoStreamLearner:
             return Augmented(KerasTwoStream(self.model), self.tta).predict_faces(landmarks, faces)
         return np.asarray(self.model.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
                                              verbose=0), np.float32)
+
+    def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
+        """A fine model's 7-emotion probabilities (its balanced ``emotions`` layer), kept
+        by the protocol beside the class probabilities to re-score other decision rules;
+        ``None`` for a 4-class model or with test-time augmentation."""
+        if not self.fine_labels or self.tta:
+            return None
+        import keras
+
+        emo = keras.Model(self.model.inputs, self.model.get_layer(EMOTIONS_LAYER).output)
+        faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
+        return np.asarray(emo.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
+                                      verbose=0), np.float32)

@@ -109,6 +109,25 @@ def test_a_protocol_resumes_from_its_workdir(oracle, tmp_path):
     assert again["mean_accuracy"] == first["mean_accuracy"]
 
 
+def test_a_split_keeps_a_fine_learners_emotion_probabilities(oracle, tmp_path):
+    """A learner whose predict_fine answers has its (N, 7) emotion probabilities kept in the
+    split's store beside the class probabilities (NaN rows for missed faces)."""
+    class FineOracle(Oracle):
+        def predict_fine(self, landmarks):
+            return np.full((len(landmarks), 7), 1 / 7, np.float32)
+
+    data = _faceset()
+    data.found[np.flatnonzero(data.datasets == "jaffe")[0]] = False
+    test = data.datasets == "jaffe"
+    r = protocol.run_split(data, ~test & ~data.ferplus_valid, test, FineOracle, tmp_path / "s.npz")
+    z = np.load(tmp_path / "s.npz")
+    assert z["fine"].shape == (test.sum(), 7) and np.isnan(z["fine"][0]).all()
+    np.testing.assert_allclose(z["fine"][1:], 1 / 7)
+    np.testing.assert_array_equal(z["probs"], r["probs"])
+    protocol.run_split(data, ~test & ~data.ferplus_valid, test, oracle, tmp_path / "plain.npz")
+    assert "fine" not in np.load(tmp_path / "plain.npz")  # a 4-class learner: nothing extra
+
+
 def test_a_split_refuses_overlap(oracle):
     data = _faceset()
     with pytest.raises(ValueError, match="both"):
@@ -178,6 +197,8 @@ def test_crossval_command_parses_and_refuses_bad_values():
                         ("--tta goes with", ["--model", "vgg11", "--tta", "4"]),
                         ("--face-warp goes with", ["--model", "landmarks", "--face-warp", "1"]),
                         ("--fine-labels goes with", ["--model", "vgg11", "--fine-labels"]),
+                        ("--balance-within goes with", ["--model", "two-stream", "--fine-labels",
+                                                        "--balance-within", "1"]),
                         ("--posed-weight goes with", ["--model", "vgg11", "--posed-weight", "3"]),
                         ("--face-warp must be", ["--model", "two-stream", "--face-warp", "-1"])]:
         with pytest.raises(UsageError, match=match):

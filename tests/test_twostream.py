@@ -172,6 +172,14 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     assert fine.model.layers[-2].units == 7 and fine.model.output.shape[-1] == 4
     p = fine.predict(data.landmarks[4:])
     assert p.shape == (2, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+    from fastes.data import EMOTION_CLASS
+
+    e = fine.predict_fine(data.landmarks[4:])  # what the protocol keeps to re-score
+    assert e.shape == (2, 7)
+    np.testing.assert_allclose(e @ np.eye(4)[EMOTION_CLASS], p, atol=1e-5)
+    assert learner.predict_fine(data.landmarks[4:]) is None  # a 4-class model has none
+    with pytest.raises(ValueError, match="balance_within needs"):
+        TwoStreamLearner(data, cfg, face_size=32, fine_labels=True, balance_within=1.0)
 
 
 def test_face_warp_moves_and_turns_the_training_crops():
@@ -258,6 +266,39 @@ def test_balance_divides_probabilities_by_the_prior(fine):
         balance(m, [0.5, 0.5])
     with pytest.raises(ValueError, match="positive"):
         balance(m, [0.5, 0.5, 0, 0])
+
+
+def test_balance_within_lifts_rare_emotions_of_a_class():
+    """balance(within=W): each emotion logit also shifted by W * log(its share within its
+    class * the class's emotions), so that, given the same class prior, a class's emotions
+    count as equally likely; refused for a 4-class model and without every emotion's share."""
+    from fastes.data import EMOTION_CLASS, EMOTIONS
+    from fastes.train import balance, within_class_shift
+    from fastes.twostream import EMOTIONS_LAYER, build
+
+    share = {"neutral": 0.30, "happiness": 0.30, "surprise": 0.15, "fear": 0.04,
+             "sadness": 0.10, "anger": 0.10, "disgust": 0.01}
+    fine_prior = np.array([share[e] for e in EMOTIONS])
+    shift = within_class_shift(fine_prior, EMOTION_CLASS)
+    assert np.isclose(shift[EMOTIONS.index("happiness")], 0) and np.isclose(shift[EMOTIONS.index("neutral")], 0)
+    fear, surprise = EMOTIONS.index("fear"), EMOTIONS.index("surprise")
+    assert np.isclose(shift[fear], np.log(0.04 / 0.19 * 2)) and shift[fear] < 0 < shift[surprise]
+    keras.utils.set_random_seed(0)
+    m = build(size=32, face_size=32, width=0.125, fine=True)
+    x = {"sketch": np.random.default_rng(1).integers(0, 2, (5, 32, 32, 1)).astype(np.float32),
+         "face": np.random.default_rng(2).random((5, 32, 32, 1)).astype(np.float32)}
+    emo = keras.Model(m.inputs, m.get_layer(EMOTIONS_LAYER).output)
+    e0 = emo.predict(x, verbose=0)
+    prior = np.bincount(EMOTION_CLASS, weights=fine_prior)
+    balance(m, prior, 1.0, within=0.5, fine_prior=fine_prior)
+    want = e0 / prior[EMOTION_CLASS] / np.exp(0.5 * shift)
+    want /= want.sum(1, keepdims=True)
+    np.testing.assert_allclose(emo.predict(x, verbose=0), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m.predict(x, verbose=0), want @ np.eye(4)[EMOTION_CLASS], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="fine labels"):
+        balance(m, prior, 1.0, within=1.0, fine_prior=fine_prior[:6])
+    with pytest.raises(ValueError, match="summed into the classes"):
+        balance(build(size=32, face_size=32, width=0.125), prior, 1.0, within=1.0, fine_prior=fine_prior)
 
 
 def test_fine_model_sums_its_seven_emotions_into_the_classes(tmp_path):

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
                    help="two-stream: after training, divide the probabilities by the training rows' class "
                    "shares to the power TAU, inside the model (logit adjustment; 1 = decide as if the four "
                    "classes were equally likely; default 0 = off)")
+    p.add_argument("--balance-within", type=float, default=0.0, metavar="W",
+                   help="two-stream with --fine-labels and --balance: also decide as if each emotion of a "
+                   "class were as likely as the others (rare ones such as fear beside surprise lifted; "
+                   "fastes.train.within_class_shift, to the power W; default 0 = off)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -78,6 +82,8 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--tta goes with --model landmarks or two-stream")
     if args.balance and args.model != "two-stream":
         raise UsageError("--balance goes with --model two-stream")
+    if args.balance_within and not (args.fine_labels and args.balance):
+        raise UsageError("--balance-within goes with --fine-labels and --balance")
     for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
@@ -99,7 +105,8 @@ def make_recipe(args: argparse.Namespace, data=None):
         front = {"detector": args.detector, "crop": args.crop}
         return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
-                                        face_warp=args.face_warp, fine_labels=args.fine_labels)
+                                        face_warp=args.face_warp, fine_labels=args.fine_labels,
+                                        balance_within=args.balance_within)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)

@@ -8,9 +8,12 @@ Each DIR is a ``fastes crossval ... --workdir DIR`` folder (``lodo-<set>.npz``,
 ``ferplus-valid.npz``). Several DIRs: the mean of their probabilities. ``--tau T``
 divides the probabilities by the class shares of that split's own training rows to the
 power T, what ``fastes crossval --balance T`` (``fastes.train.balance``) does inside the
-model: the same decisions, computed from the kept probabilities. Prints accuracy per
-held-out set, the LODO mean and lowest, and FER+ valid (majority rows) where kept.
-Findings: docs/accuracy.md, "Balanced decisions".
+model: the same decisions, computed from the kept probabilities. ``--within W`` (runs of
+``--fine-labels``, which keep the 7 emotion probabilities) re-decides with each emotion
+also divided by its share within its class to the power W, what ``--balance-within W``
+does inside the model. Prints accuracy per held-out set, the LODO mean and lowest, and
+FER+ valid (majority rows) where kept. Findings: docs/accuracy.md, "Balanced decisions"
+and "Rare emotions lifted within their class".
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from fastes import CLASSES
-from fastes.data import POSED, data_root
+from fastes.data import EMOTION_CLASS, POSED, data_root
 from fastes.evaluate import metrics
 from fastes.protocol import ferplus_split, load_all, lodo_splits
+from fastes.train import within_class_shift
 
 
 def rescored(probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
@@ -45,6 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", nargs="+", type=Path)
     ap.add_argument("--tau", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--within", type=float, nargs="+", default=[],
+                    help="fine-label runs: also re-decide from the kept emotion probabilities, each divided "
+                    "by (its share within its class x the class's emotions) to the power W (the kept ones carry the run's --balance)")
     ap.add_argument("--groups", action="store_true",
                     help="also accuracy per gender, age and ethnicity over all held-out posed rows (n >= 20)")
     ap.add_argument("--emotions", action="store_true",
@@ -55,18 +62,26 @@ def main() -> None:
     splits = [(f"lodo-{n}", tr, te) for n, tr, te in lodo_splits(data, POSED)]
     tr, te = ferplus_split(data, majority=False)
     splits.append(("ferplus-valid", tr, te))
-    for tau in args.tau:
+    rules = [(tau, None) for tau in args.tau] + [(0.0, w) for w in args.within]
+    for tau, within in rules:
         accs, f1s, pooled = {}, {}, []
         for name, train, test in splits:
             files = [d / f"{name}.npz" for d in args.dirs]
             if not all(f.exists() for f in files):
                 continue
-            probs = np.mean([np.load(f)["probs"] for f in files], axis=0)
-            prior = data.targets[train & data.found].mean(0)
-            pred, y = rescored(probs, prior, tau), data.labels[test]
+            if within is None:
+                probs = np.mean([np.load(f)["probs"] for f in files], axis=0)
+                prior = data.targets[train & data.found].mean(0)
+                pred = rescored(probs, prior, tau)
+            else:
+                fine = np.mean([np.load(f)["fine"] for f in files], axis=0)
+                shift = within_class_shift(data.fine[train & data.found].mean(0), EMOTION_CLASS)
+                summed = (fine / np.exp(within * shift)) @ np.eye(len(CLASSES))[EMOTION_CLASS]
+                pred = rescored(summed, np.ones(len(CLASSES)), 0.0)
+            y = data.labels[test]
             if name.startswith("lodo-"):
                 pooled.append((np.flatnonzero(test), pred == y))
-                if emotion is not None and tau == args.tau[-1]:
+                if emotion is not None and (tau, within) == rules[-1]:
                     e = emotion[test]
                     for k in sorted(set(e)):
                         m = e == k
@@ -84,7 +99,7 @@ def main() -> None:
                      f"mean macro F1 {np.mean([f1s[s] for s in POSED]):.3f}")
         if "ferplus-valid" in f1s:
             line += f"  | FER+ valid macro F1 {f1s['ferplus-valid']:.3f}"
-        print(f"tau {tau:g}: {line}")
+        print(f"{'tau' if within is None else 'within'} {tau if within is None else within:g}: {line}")
         if args.groups and pooled:
             idx = np.concatenate([i for i, _ in pooled])
             ok = np.concatenate([c for _, c in pooled])
