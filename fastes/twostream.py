@@ -18,7 +18,7 @@ import time
 
 from .runtime import FACE, SKETCH
 
-__all__ = ["SKETCH", "FACE", "build", "crop_cache", "TwoStreamLearner"]
+__all__ = ["SKETCH", "FACE", "build", "average", "crop_cache", "TwoStreamLearner"]
 
 EMOTIONS_LAYER = "emotions"  # a fine model's 7-emotion softmax (build(fine=True))
 
@@ -64,6 +64,29 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     out = to_classes(emo)
     to_classes.set_weights([np.eye(n_classes, dtype=np.float32)[EMOTION_CLASS]])  # (7, 4) of 0/1
     return keras.Model([sk_in, face_in], out, name="two_stream")
+
+
+def average(models: list, name: str = "two_stream"):
+    """One two-stream model whose probabilities are the mean of ``models``' (an ensemble
+    in one file: one call, one conversion, and ``--model ensemble`` keeps meaning the mean
+    of the shipped files)."""
+    import keras
+    from keras import layers
+
+    from .runtime import input_key, keras_input_shapes
+
+    if len(models) < 2:
+        raise ValueError("an average needs two models or more")
+    shapes = [keras_input_shapes(m) for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"the members take different inputs: {shapes}")
+    inputs = {k: keras.Input(shapes[0][k][1:], name=k) for k in (SKETCH, FACE)}
+    probs = []
+    for i, m in enumerate(models):
+        view = keras.Model(m.inputs, m.output, name=f"member_{i}")  # layer names must be unique
+        probs.append(view([inputs[input_key(t.name)] for t in m.inputs]))
+    out = layers.Average(name="probs")(probs)
+    return keras.Model([inputs[SKETCH], inputs[FACE]], out, name=name)
 
 
 # --------------------------------------------------------------------------- training
@@ -141,7 +164,7 @@ class TwoStreamLearner:
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
                  posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False,
-                 balance_within: float = 0.0):
+                 balance_within: float = 0.0, members: int = 1):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -163,6 +186,10 @@ class TwoStreamLearner:
         self.balance_within = float(balance_within)
         if self.balance_within and not (self.fine_labels and self.balance):
             raise ValueError("balance_within needs fine_labels and balance")
+        # members: that many models, seeds cfg.seed, cfg.seed + 1, ..., averaged into one (average())
+        self.n_members = int(members)
+        if self.n_members < 1:
+            raise ValueError("members must be >= 1")
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -179,9 +206,10 @@ class TwoStreamLearner:
             raise ValueError("landmarks that are not rows of the FaceSet this learner was made for") from None
 
     def fit(self, data) -> None:
+        from dataclasses import replace
+
         from .data import EMOTIONS
-        from .sketch import augment
-        from .train import balance, check_prior, fit, posed_weights
+        from .train import balance, check_prior, posed_weights
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
@@ -197,29 +225,16 @@ class TwoStreamLearner:
                 raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
                                  f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
         crops = self.crops[self._rows(lms)]
-        self.model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout,
-                           fine=self.fine_labels)
-        # fine: fit the 7-emotion softmax; the model's fixed last layer sums it into the classes
-        trained = self.model
-        if self.fine_labels:
-            import keras
-
-            trained = keras.Model(self.model.inputs, self.model.get_layer(EMOTIONS_LAYER).output)
-
-        def inputs(ep: int) -> dict:
-            rng = np.random.default_rng((cfg.seed, ep))
-            sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
-            return {SKETCH: cfg.draw(sk),
-                    FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
-
+        fine_prior = (targets * w[:, None]).sum(0) / w.sum() if self.fine_labels else None
         t0 = time.perf_counter()
-        _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
-                         progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)
-        fine_prior = None
-        if self.fine_labels:
-            fine_prior = (targets * w[:, None]).sum(0) / w.sum()
-        if self.balance:
-            balance(self.model, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
+        self.members, histories = [], []
+        for i in range(self.n_members):
+            model, history = self._fit_one(replace(cfg, seed=cfg.seed + i), lms, crops, targets, w)
+            if self.balance:
+                balance(model, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
+            self.members.append(model)
+            histories.append(history)
+        self.model = self.members[0] if self.n_members == 1 else average(self.members)
         if self.out_dir is not None:
             import json
             from dataclasses import asdict
@@ -236,8 +251,31 @@ class TwoStreamLearner:
                     "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
                     "balance_within": self.balance_within,
                     "fine_prior": None if fine_prior is None else fine_prior.round(6).tolist(),
-                    "train_seconds": time.perf_counter() - t0, "history": history}
+                    "members": self.n_members, "train_seconds": time.perf_counter() - t0,
+                    "history": histories[0] if self.n_members == 1 else histories}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
+
+    def _fit_one(self, cfg, lms: np.ndarray, crops: np.ndarray, targets: np.ndarray, w: np.ndarray):
+        """One member: built and trained from ``cfg.seed`` (initial weights included)."""
+        import keras
+
+        from .sketch import augment
+        from .train import fit
+
+        keras.utils.set_random_seed(cfg.seed)  # the initial weights are drawn at build
+        model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout, fine=self.fine_labels)
+        # fine: fit the 7-emotion softmax; the model's fixed last layer sums it into the classes
+        trained = keras.Model(model.inputs, model.get_layer(EMOTIONS_LAYER).output) if self.fine_labels else model
+
+        def inputs(ep: int) -> dict:
+            rng = np.random.default_rng((cfg.seed, ep))
+            sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
+            return {SKETCH: cfg.draw(sk),
+                    FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
+
+        _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
+                         progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)
+        return model, history
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
         from .runtime import Augmented, KerasTwoStream
@@ -256,7 +294,7 @@ class TwoStreamLearner:
             return None
         import keras
 
-        emo = keras.Model(self.model.inputs, self.model.get_layer(EMOTIONS_LAYER).output)
         faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
-        return np.asarray(emo.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
-                                      verbose=0), np.float32)
+        x = {SKETCH: self.cfg.draw(landmarks), FACE: faces}
+        return np.mean([keras.Model(m.inputs, m.get_layer(EMOTIONS_LAYER).output).predict(x, batch_size=256, verbose=0)
+                        for m in self.members], axis=0).astype(np.float32)

@@ -323,6 +323,83 @@ def test_fine_model_sums_its_seven_emotions_into_the_classes(tmp_path):
     assert p.shape == (6, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+def test_average_is_one_model_of_the_members_mean(tiny, tmp_path):
+    """average(): one two-input model giving the mean of its members' probabilities, saved,
+    loaded and converted to one int8 file like any two-stream model."""
+    from fastes.convert import convert
+    from fastes.runtime import load_classifier
+    from fastes.twostream import average, build
+
+    path, cal, m = tiny
+    keras.utils.set_random_seed(1)
+    other = build(size=32, face_size=32, width=0.125)
+    both = average([m, other])
+    want = (m.predict(cal, verbose=0) + other.predict(cal, verbose=0)) / 2
+    np.testing.assert_allclose(both.predict(cal, verbose=0), want, atol=1e-6)
+    assert not np.allclose(want, m.predict(cal, verbose=0), atol=1e-3)  # the second member counts
+    both.save(tmp_path / "avg.keras")
+    lms = np.random.default_rng(3).uniform(60, 190, (len(cal["face"]), 68, 2)).astype(np.float32)
+    back = load_classifier(tmp_path / "avg.keras")
+    assert back.needs_face and back.face_size == 32
+    out = tmp_path / "avg.tflite"
+    convert(tmp_path / "avg.keras", out, calibration=cal, verify=cal, min_agreement=0.5)
+    q = load_classifier(out).predict_faces(lms, cal["face"])
+    assert q.shape == (len(lms), 4) and np.allclose(q.sum(1), 1, atol=0.02)
+    with pytest.raises(ValueError, match="two models"):
+        average([m])
+    with pytest.raises(ValueError, match="different inputs"):
+        average([m, build(size=48, face_size=32, width=0.125)])
+
+
+def test_learner_members_are_seeded_and_averaged(tmp_path, monkeypatch):
+    """Each member is built from its own seed (SEED, SEED + 1, ...): the same seed gives the
+    same initial weights, run after run; members > 1 are averaged into one model whose
+    7-emotion probabilities are the members' mean too."""
+    import fastes.train
+    from fastes.data import EMOTION_CLASS
+    from fastes.train import TrainConfig, load_faces
+    from fastes.twostream import TwoStreamLearner
+
+    monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset,emotion\n" + "".join(
+        f"{p},{'positive,london,happiness' if 'happiness' in p.name else 'neutral,wild,neutral'}\n"
+        for p in sample_images()))
+    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4, seed=3)
+    monkeypatch.setattr(fastes.train, "fit", lambda model, *a, **k: (model, []))  # initial weights only
+    first, again = (TwoStreamLearner(data, cfg, face_size=32, fine_labels=True) for _ in range(2))
+    first.fit(data.subset(np.arange(4)))
+    keras.utils.set_random_seed(99)  # whatever ran before
+    again.fit(data.subset(np.arange(4)))
+    for a, b in zip(first.model.get_weights(), again.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    pair = TwoStreamLearner(data, cfg, face_size=32, fine_labels=True, members=2, out_dir=tmp_path / "p")
+    pair.fit(data.subset(np.arange(4)))
+    assert len(pair.members) == 2
+    np.testing.assert_array_equal(pair.members[0].get_weights()[0], first.model.get_weights()[0])
+    assert not np.array_equal(pair.members[1].get_weights()[0], first.model.get_weights()[0])
+    lms = data.landmarks[4:]
+    p = pair.predict(lms)
+    np.testing.assert_allclose(p, (first.predict(lms) + TwoStreamLearner.predict(
+        _with_model(pair, pair.members[1]), lms)) / 2, atol=1e-5)
+    e = pair.predict_fine(lms)
+    np.testing.assert_allclose(e @ np.eye(4)[EMOTION_CLASS], p, atol=1e-5)
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["members"] == 2
+    assert fastes.runtime.load_classifier(tmp_path / "p" / "model.keras").needs_face
+    with pytest.raises(ValueError, match="members"):
+        TwoStreamLearner(data, cfg, face_size=32, members=0)
+
+
+def _with_model(learner, model):
+    """A shallow copy of ``learner`` predicting with ``model``."""
+    import copy
+
+    twin = copy.copy(learner)
+    twin.model, twin.members = model, [model]
+    return twin
+
+
 def test_crop_cache_cuts_again_when_the_landmarks_move(tmp_path, finder):
     """Cached crops are keyed by image, box and landmarks: the same box with landmarks placed
     anew gives the crop of the new landmarks, not the one cut before."""

@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
                    help="two-stream with --fine-labels and --balance: also decide as if each emotion of a "
                    "class were as likely as the others (rare ones such as fear beside surprise lifted; "
                    "fastes.train.within_class_shift, to the power W; default 0 = off)")
+    p.add_argument("--members", type=int, default=1, metavar="K",
+                   help="two-stream: train K models (seeds SEED, SEED+1, ...) and average their probabilities "
+                   "inside one model (one file; K times the training and the classifier's time; default 1)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -84,7 +87,10 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--balance goes with --model two-stream")
     if args.balance_within and not (args.fine_labels and args.balance):
         raise UsageError("--balance-within goes with --fine-labels and --balance")
-    for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels)):
+    if args.members < 1:
+        raise UsageError("--members must be >= 1")
+    for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels),
+                     ("--members", args.members != 1)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
@@ -106,7 +112,7 @@ def make_recipe(args: argparse.Namespace, data=None):
         return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
                                         face_warp=args.face_warp, fine_labels=args.fine_labels,
-                                        balance_within=args.balance_within)
+                                        balance_within=args.balance_within, members=args.members)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
