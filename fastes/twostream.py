@@ -24,13 +24,15 @@ EMOTIONS_LAYER = "emotions"  # a fine model's 7-emotion softmax (build(fine=True
 
 
 def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: float = 0.1, n_classes: int = 4,
-          fine: bool = False):
+          fine: bool = False, face_norm: bool = False):
     """A two-stream Keras model: the paper's VGG11 sketch branch (``width`` scales its
     channels, as ``fastes train --width``) and a small VGG-style branch on the aligned
     crop, each pooled to a vector, concatenated, one softmax (late fusion). ``fine``: the
     softmax is over the 7 emotions (layer ``emotions``, what training fits) and a fixed
     layer sums them into the 4 classes (fastes.data.EMOTION_CLASS), so the file still
-    outputs ``(N, 4)`` probabilities."""
+    outputs ``(N, 4)`` probabilities. ``face_norm``: each crop standardized to zero mean
+    and unit variance first (inside the model, layer ``face_norm``), so that the face
+    branch does not see a set's lighting and contrast."""
     import keras
     from keras import layers
 
@@ -43,6 +45,8 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     a = feat(sk_in)
     face_in = keras.Input((face_size, face_size, 1), name=FACE)
     x = face_in
+    if face_norm:
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="face_norm")(x)
     for ch in (16, 32, 64, 128):
         x = layers.Conv2D(ch, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
@@ -164,7 +168,7 @@ class TwoStreamLearner:
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
                  posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False,
-                 balance_within: float = 0.0, members: int = 1):
+                 balance_within: float = 0.0, members: int = 1, face_norm: bool = False):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -187,7 +191,7 @@ class TwoStreamLearner:
         if self.balance_within and not (self.fine_labels and self.balance):
             raise ValueError("balance_within needs fine_labels and balance")
         # members: that many models, seeds cfg.seed, cfg.seed + 1, ..., averaged into one (average())
-        self.n_members = int(members)
+        self.n_members, self.face_norm = int(members), bool(face_norm)
         if self.n_members < 1:
             raise ValueError("members must be >= 1")
         finder = FaceFinder(**(front_end or FRONT_END))
@@ -251,7 +255,7 @@ class TwoStreamLearner:
                     "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
                     "balance_within": self.balance_within,
                     "fine_prior": None if fine_prior is None else fine_prior.round(6).tolist(),
-                    "members": self.n_members, "train_seconds": time.perf_counter() - t0,
+                    "members": self.n_members, "face_norm": self.face_norm, "train_seconds": time.perf_counter() - t0,
                     "history": histories[0] if self.n_members == 1 else histories}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
@@ -263,7 +267,8 @@ class TwoStreamLearner:
         from .train import fit
 
         keras.utils.set_random_seed(cfg.seed)  # the initial weights are drawn at build
-        model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout, fine=self.fine_labels)
+        model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout, fine=self.fine_labels,
+                      face_norm=self.face_norm)
         # fine: fit the 7-emotion softmax; the model's fixed last layer sums it into the classes
         trained = keras.Model(model.inputs, model.get_layer(EMOTIONS_LAYER).output) if self.fine_labels else model
 

@@ -323,6 +323,30 @@ def test_fine_model_sums_its_seven_emotions_into_the_classes(tmp_path):
     assert p.shape == (6, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+def test_face_norm_makes_the_model_blind_to_lighting():
+    """build(face_norm=True): each crop standardized inside the model, so a crop and the
+    same crop darker and flatter (an affine change of grey levels) get the same answer."""
+    from fastes.twostream import build
+
+    keras.utils.set_random_seed(0)
+    m = build(size=32, face_size=32, width=0.125, face_norm=True)
+    rng = np.random.default_rng(1)
+    sk = rng.integers(0, 2, (4, 32, 32, 1)).astype(np.float32)
+    face = rng.random((4, 32, 32, 1)).astype(np.float32)
+    z = np.asarray(m.get_layer("face_norm")(face))
+    np.testing.assert_allclose(z.mean((1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std((1, 2, 3)), 1, atol=0.02)
+    plain = build(size=32, face_size=32, width=0.125)
+
+    def change(model):  # how far the face branch's features move when the crops get darker and flatter
+        pooled = [x for x in model.layers if isinstance(x, keras.layers.GlobalAveragePooling2D)][0]
+        feat = keras.Model(model.inputs, pooled.output)
+        a, b = (feat.predict({"sketch": sk, "face": f}, verbose=0) for f in (face, 0.1 + 0.5 * face))
+        return np.abs(a - b).max() / np.abs(a).max()
+
+    assert change(m) < 0.05 < change(plain)
+
+
 def test_average_is_one_model_of_the_members_mean(tiny, tmp_path):
     """average(): one two-input model giving the mean of its members' probabilities, saved,
     loaded and converted to one int8 file like any two-stream model."""

@@ -52,6 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--members", type=int, default=1, metavar="K",
                    help="two-stream: train K models (seeds SEED, SEED+1, ...) and average their probabilities "
                    "inside one model (one file; K times the training and the classifier's time; default 1)")
+    p.add_argument("--face-norm", action="store_true",
+                   help="two-stream: standardize each face crop (zero mean, unit variance) inside the model")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -90,7 +92,7 @@ def make_recipe(args: argparse.Namespace, data=None):
     if args.members < 1:
         raise UsageError("--members must be >= 1")
     for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels),
-                     ("--members", args.members != 1)):
+                     ("--members", args.members != 1), ("--face-norm", args.face_norm)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
@@ -112,7 +114,8 @@ def make_recipe(args: argparse.Namespace, data=None):
         return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
                                         face_warp=args.face_warp, fine_labels=args.fine_labels,
-                                        balance_within=args.balance_within, members=args.members)
+                                        balance_within=args.balance_within, members=args.members,
+                                        face_norm=args.face_norm)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
