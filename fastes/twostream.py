@@ -219,8 +219,11 @@ class TwoStreamLearner:
         lms = data.landmarks[data.found]
         w = posed_weights(data.datasets[data.found], self.posed_weight)
         classes = data.targets[data.found]
-        # the class shares the loss sees: weighted by the rows' loss weights
-        prior = (classes * w[:, None]).sum(0) / w.sum()
+        # the class (and emotion) shares the loss sees: weighted by the rows' loss weights
+        def shares(t: np.ndarray) -> np.ndarray:
+            return (t * w[:, None]).sum(0) / w.sum()
+
+        prior = shares(classes)
         if self.balance:  # refused before hours of training, not after
             check_prior(prior)
         targets = data.fine[data.found] if self.fine_labels else classes
@@ -229,7 +232,7 @@ class TwoStreamLearner:
                 raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
                                  f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
         crops = self.crops[self._rows(lms)]
-        fine_prior = (targets * w[:, None]).sum(0) / w.sum() if self.fine_labels else None
+        fine_prior = shares(targets) if self.fine_labels else None
         t0 = time.perf_counter()
         self.members, histories = [], []
         for i in range(self.n_members):
@@ -259,6 +262,10 @@ class TwoStreamLearner:
                     "history": histories[0] if self.n_members == 1 else histories}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
+    def _faces(self, landmarks: np.ndarray) -> np.ndarray:
+        """The rows' crops as the model takes them: ``(N, F, F, 1)`` in [0, 1]."""
+        return (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
+
     def _fit_one(self, cfg, lms: np.ndarray, crops: np.ndarray, targets: np.ndarray, w: np.ndarray):
         """One member: built and trained from ``cfg.seed`` (initial weights included)."""
         import keras
@@ -285,7 +292,7 @@ class TwoStreamLearner:
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
         from .runtime import Augmented, KerasTwoStream
 
-        faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
+        faces = self._faces(landmarks)
         if self.tta:
             return Augmented(KerasTwoStream(self.model), self.tta).predict_faces(landmarks, faces)
         return np.asarray(self.model.predict({SKETCH: self.cfg.draw(landmarks), FACE: faces}, batch_size=256,
@@ -299,7 +306,6 @@ class TwoStreamLearner:
             return None
         import keras
 
-        faces = (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
-        x = {SKETCH: self.cfg.draw(landmarks), FACE: faces}
+        x = {SKETCH: self.cfg.draw(landmarks), FACE: self._faces(landmarks)}
         return np.mean([keras.Model(m.inputs, m.get_layer(EMOTIONS_LAYER).output).predict(x, batch_size=256, verbose=0)
                         for m in self.members], axis=0).astype(np.float32)
