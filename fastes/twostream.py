@@ -18,7 +18,7 @@ import time
 
 from .runtime import FACE, SKETCH
 
-__all__ = ["SKETCH", "FACE", "build", "average", "crop_cache", "TwoStreamLearner"]
+__all__ = ["SKETCH", "FACE", "build", "average", "crop_cache", "hide_parts", "TwoStreamLearner"]
 
 EMOTIONS_LAYER = "emotions"  # a fine model's 7-emotion softmax (build(fine=True))
 
@@ -137,6 +137,32 @@ def crop_cache(paths, boxes: np.ndarray, landmarks: np.ndarray, size: int, tag: 
 FACE_WARP = {"rotate": 8.0, "scale": 0.08, "shift": 0.05}
 
 
+# Where the crop is cut in two for hide_parts: between the eyes' (0.36) and the mouth's
+# (0.78) heights in the aligned frame (fastes.align.CANON).
+PART_SPLIT = 0.57
+
+
+def hide_parts(landmarks: np.ndarray, sketches: np.ndarray, faces: np.ndarray, which: np.ndarray,
+               parts: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Training inputs with one region of the face hidden from both streams: rows with
+    ``which`` 1 lose brows and eyes (sketch drawn with the mouth alone, the crop above
+    :data:`PART_SPLIT` filled with its mean grey), rows with 2 lose the mouth. A network
+    that cannot always see the mouth has to learn the brows too (posed anger is lowered
+    brows over pressed lips, where most web photos of anger shout). ``sketches`` ``(N, S,
+    S, 1)`` and ``faces`` ``(N, F, F, 1)`` are changed in place and returned."""
+    from .sketch import render
+
+    split = round(PART_SPLIT * faces.shape[1])
+    mouth = tuple(q for q in parts if q[0] >= 48)
+    upper = tuple(q for q in parts if q[0] < 48)
+    for code, keep, band in ((1, mouth, slice(0, split)), (2, upper, slice(split, None))):
+        rows = np.flatnonzero(which == code)
+        if len(rows):
+            sketches[rows] = render(landmarks[rows], sketches.shape[1], parts=keep)
+            faces[rows, band] = faces[rows].mean(axis=(1, 2, 3), keepdims=True)
+    return sketches, faces
+
+
 def _face_aug(crops: np.ndarray, rng, warp: float = 0.0) -> np.ndarray:
     """A training epoch's crops: with ``warp`` > 0 a random similarity about the centre
     (:data:`FACE_WARP` times ``warp``), mirrored with p = 0.5, contrast x0.8-1.2,
@@ -168,7 +194,8 @@ class TwoStreamLearner:
     def __init__(self, whole, cfg=None, face_size: int = 48, front_end: dict | None = None,
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
                  posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False,
-                 balance_within: float = 0.0, members: int = 1, face_norm: bool = False):
+                 balance_within: float = 0.0, members: int = 1, face_norm: bool = False,
+                 part_drop: float = 0.0):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -194,6 +221,11 @@ class TwoStreamLearner:
         self.n_members, self.face_norm = int(members), bool(face_norm)
         if self.n_members < 1:
             raise ValueError("members must be >= 1")
+        # part_drop: the share of training rows (each epoch) with brows and eyes, or the mouth,
+        # hidden from both streams (hide_parts; half each)
+        self.part_drop = float(part_drop)
+        if not 0 <= self.part_drop <= 1:
+            raise ValueError("part_drop must be in [0, 1]")
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -258,7 +290,8 @@ class TwoStreamLearner:
                     "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
                     "balance_within": self.balance_within,
                     "fine_prior": None if fine_prior is None else fine_prior.round(6).tolist(),
-                    "members": self.n_members, "face_norm": self.face_norm, "train_seconds": time.perf_counter() - t0,
+                    "members": self.n_members, "face_norm": self.face_norm,
+                    "part_drop": self.part_drop, "train_seconds": time.perf_counter() - t0,
                     "history": histories[0] if self.n_members == 1 else histories}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))
 
@@ -282,8 +315,13 @@ class TwoStreamLearner:
         def inputs(ep: int) -> dict:
             rng = np.random.default_rng((cfg.seed, ep))
             sk = augment(lms, rng, **cfg.augmentation()) if cfg.augment else lms
-            return {SKETCH: cfg.draw(sk),
-                    FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
+            x = {SKETCH: cfg.draw(sk),
+                 FACE: _face_aug(crops, rng, self.face_warp) if cfg.augment else crops[..., None] / 255}
+            if self.part_drop:
+                u = rng.random(len(lms))  # 1: brows and eyes hidden, 2: the mouth, each for part_drop / 2
+                which = np.where(u < self.part_drop / 2, 1, np.where(u < self.part_drop, 2, 0))
+                hide_parts(sk, x[SKETCH], x[FACE], which, cfg.parts())
+            return x
 
         _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
                          progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)

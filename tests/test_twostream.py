@@ -152,11 +152,12 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.crops, learner.crops)
     # posed rows weigh 3 in the loss, and in the class shares balancing divides by
     TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "w", posed_weight=3.0,
-                     face_warp=1.0).fit(data.subset(np.arange(4)))
+                     face_warp=1.0, part_drop=0.5).fit(data.subset(np.arange(4)))
     meta = json.loads((tmp_path / "w" / "config.json").read_text())
     w = np.where(data.datasets[:4] == "london", 3.0, 1.0)
     want = (data.targets[:4] * w[:, None]).sum(0) / w.sum()
     assert len(set(data.datasets[:4])) == 2 and meta["posed_weight"] == 3.0 and meta["face_warp"] == 1.0
+    assert meta["part_drop"] == 0.5
     np.testing.assert_allclose(meta["class_prior"], want, atol=1e-5)
     # 7 emotions: refused without an emotion per row, learnt from the manifest's emotion column
     with pytest.raises(ValueError, match="emotion"):
@@ -210,6 +211,28 @@ def test_face_warp_moves_and_turns_the_training_crops():
     c = [np.cov(np.stack([xx.ravel(), yy.ravel()]), aweights=v.ravel() + 1e-9) for v in y]
     angles = np.degrees([0.5 * np.arctan2(2 * m[0, 1], m[0, 0] - m[1, 1]) for m in c])
     assert np.abs(angles).max() <= FACE_WARP["rotate"] + 1.5 and np.abs(angles).max() > 4
+
+
+def test_hide_parts_hides_one_region_from_both_streams(sample_landmarks):
+    """which = 1: the sketch is the mouth's alone and the crop's upper part one grey;
+    which = 2: brows and eyes alone, the lower part one grey; 0: untouched."""
+    from fastes.sketch import PARTS, render
+    from fastes.twostream import PART_SPLIT, hide_parts
+
+    rng = np.random.default_rng(0)
+    lms = np.asarray(sample_landmarks[:3], np.float64)
+    sk = render(lms, 48)
+    faces = rng.random((3, 32, 32, 1)).astype(np.float32)
+    before_sk, before_faces = sk.copy(), faces.copy()
+    hide_parts(lms, sk, faces, np.array([0, 1, 2]), PARTS)
+    np.testing.assert_array_equal(sk[0], before_sk[0])
+    np.testing.assert_array_equal(faces[0], before_faces[0])
+    np.testing.assert_array_equal(sk[1], render(lms[1:2], 48, parts=PARTS[4:])[0])
+    np.testing.assert_array_equal(sk[2], render(lms[2:3], 48, parts=PARTS[:4])[0])
+    split = round(PART_SPLIT * 32)
+    assert np.ptp(faces[1, :split]) == 0 and np.array_equal(faces[1, split:], before_faces[1, split:])
+    assert np.ptp(faces[2, split:]) == 0 and np.array_equal(faces[2, :split], before_faces[2, :split])
+    assert 0 < sk[1].sum() < before_sk[1].sum() and 0 < sk[2].sum() < before_sk[2].sum()
 
 
 class _Recorder:

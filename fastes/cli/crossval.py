@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
                    "inside one model (one file; K times the training and the classifier's time; default 1)")
     p.add_argument("--face-norm", action="store_true",
                    help="two-stream: standardize each face crop (zero mean, unit variance) inside the model")
+    p.add_argument("--part-drop", type=float, default=0.0, metavar="P",
+                   help="two-stream: in each epoch hide brows and eyes (P/2 of the rows) or the mouth (P/2) "
+                   "from both the sketch and the crop, so the network learns every part (default 0 = off)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -92,11 +95,14 @@ def make_recipe(args: argparse.Namespace, data=None):
     if args.members < 1:
         raise UsageError("--members must be >= 1")
     for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels),
-                     ("--members", args.members != 1), ("--face-norm", args.face_norm)):
+                     ("--members", args.members != 1), ("--face-norm", args.face_norm),
+                     ("--part-drop", args.part_drop)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
         raise UsageError("--face-warp must be >= 0 and --posed-weight > 0")
+    if not 0 <= args.part_drop <= 1:
+        raise UsageError("--part-drop must be between 0 and 1")
     if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
         raise UsageError("--posed-weight goes with --model landmarks or two-stream")
     if args.model == "landmarks":
@@ -115,7 +121,7 @@ def make_recipe(args: argparse.Namespace, data=None):
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
                                         face_warp=args.face_warp, fine_labels=args.fine_labels,
                                         balance_within=args.balance_within, members=args.members,
-                                        face_norm=args.face_norm)
+                                        face_norm=args.face_norm, part_drop=args.part_drop)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
