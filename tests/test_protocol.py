@@ -202,6 +202,8 @@ def test_crossval_command_parses_and_refuses_bad_values():
                         ("--posed-weight goes with", ["--model", "vgg11", "--posed-weight", "3"]),
                         ("--members goes with", ["--model", "landmarks", "--members", "2"]),
                         ("--members must be", ["--model", "two-stream", "--members", "0"]),
-                        ("--face-warp must be", ["--model", "two-stream", "--face-warp", "-1"])]:
+                        ("--face-warp must be", ["--model", "two-stream", "--face-warp", "-1"]),
+                        ("--face-size goes with", ["--model", "landmarks", "--face-size", "64"]),
+                        ("--face-size must be", ["--model", "two-stream", "--face-size", "56"])]:
         with pytest.raises(UsageError, match=match):
             crossval.make_recipe(parser.parse_args(["crossval", "lodo", *argv]))

@@ -57,6 +57,9 @@ def add_parser(sub) -> None:
     p.add_argument("--part-drop", type=float, default=0.0, metavar="P",
                    help="two-stream: in each epoch hide brows and eyes (P/2 of the rows) or the mouth (P/2) "
                    "from both the sketch and the crop, so the network learns every part (default 0 = off)")
+    p.add_argument("--face-size", type=int, default=48, metavar="PX",
+                   help="two-stream: side of the aligned face crop in pixels, a multiple of 16 from 32 to 128 "
+                   "(default 48; a larger crop costs classifier time)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -96,11 +99,13 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--members must be >= 1")
     for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels),
                      ("--members", args.members != 1), ("--face-norm", args.face_norm),
-                     ("--part-drop", args.part_drop)):
+                     ("--part-drop", args.part_drop), ("--face-size", args.face_size != 48)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
         raise UsageError("--face-warp must be >= 0 and --posed-weight > 0")
+    if not (32 <= args.face_size <= 128 and args.face_size % 16 == 0):
+        raise UsageError("--face-size must be a multiple of 16 from 32 to 128 (the face branch halves it 4 times)")
     if not 0 <= args.part_drop <= 1:
         raise UsageError("--part-drop must be between 0 and 1")
     if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
@@ -117,7 +122,7 @@ def make_recipe(args: argparse.Namespace, data=None):
         cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 6, batch=64, seed=args.seed,
                           width=args.width)
         front = {"detector": args.detector, "crop": args.crop}
-        return lambda: TwoStreamLearner(data, cfg, face_size=48, front_end=front, progress=progress, out_dir=save,
+        return lambda: TwoStreamLearner(data, cfg, face_size=args.face_size, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
                                         face_warp=args.face_warp, fine_labels=args.fine_labels,
                                         balance_within=args.balance_within, members=args.members,
