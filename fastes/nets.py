@@ -202,6 +202,19 @@ def transfer(src: keras.Model, dst: keras.Model) -> int:
 LANDMARK_INPUT = 68 * 2  # fastes.remap's 68 points, (x, y) per point, sketch coordinates
 
 
+def sum_into_classes(emotions, name: str = "probs"):
+    """A fixed (untrained) layer on a 7-emotion softmax that sums it into the 4 classes
+    (fastes.data.EMOTION_CLASS): a fine model's file still outputs ``(N, 4)``."""
+    import numpy as np
+
+    from .data import CLASSES, EMOTION_CLASS
+
+    to_classes = layers.Dense(len(CLASSES), use_bias=False, trainable=False, name=name)
+    out = to_classes(emotions)
+    to_classes.set_weights([np.eye(len(CLASSES), dtype=np.float32)[EMOTION_CLASS]])  # (7, 4) of 0/1
+    return out
+
+
 def landmark_net(mean, std, n_classes: int = 4, hidden: tuple = (256, 256), dropout: float = 0.2) -> keras.Model:
     """A tiny MLP on the 68 remapped points: input ``(N, 136)``, ``fastes.remap``'s output
     flattened (the model file says what it needs: its input shape). The per-feature

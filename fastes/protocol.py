@@ -217,6 +217,24 @@ class LandmarkLearner:
             out[ok] = np.asarray(self.model.predict(x[ok], batch_size=1024, verbose=0))
         return out
 
+    def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
+        """A 7-emotion model's emotion probabilities (layer ``head``, before the sum into
+        classes); ``None`` for a 4-class model or with test-time augmentation."""
+        if not self.cfg.fine_labels or self.tta:
+            return None
+        import keras
+
+        from .data import EMOTIONS
+        from .train import landmark_inputs
+
+        x = landmark_inputs(landmarks)
+        ok = np.isfinite(x).all(1)
+        out = np.full((len(x), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+        if ok.any():
+            head = keras.Model(self.model.inputs, self.model.get_layer("head").output)
+            out[ok] = np.asarray(head.predict(x[ok], batch_size=1024, verbose=0))
+        return out
+
 
 class SketchLearner:
     """One of the paper's networks on emotion sketches (a :class:`fastes.train.TrainConfig`),

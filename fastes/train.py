@@ -447,11 +447,21 @@ class LandmarkConfig:
     jitter: float = 1.0
     mirror: bool = True
     posed_weight: float = 1.0      # loss weight of the posed sets' rows (the rest: 1)
+    fine_labels: bool = False      # learn the 7 emotions (fastes.data.fine_label), summed into the 4 classes
 
 
 def posed_weights(datasets: np.ndarray, weight: float) -> np.ndarray:
     """float32 per-row loss weights: ``weight`` for rows of the posed sets (:data:`POSED`), 1 else."""
     return np.where(np.isin(datasets, POSED), weight, 1.0).astype(np.float32)
+
+
+def check_fine(targets: np.ndarray) -> None:
+    """Refuse 7-emotion training targets with an empty row (before training, not after)."""
+    from .data import EMOTIONS
+
+    if (missing := int((targets.sum(1) <= 0).sum())):
+        raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
+                         f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
 
 
 def landmark_inputs(landmarks: np.ndarray) -> np.ndarray:
@@ -477,7 +487,9 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
     from .nets import landmark_net
 
     ok = data.found & np.isfinite(landmark_inputs(data.landmarks)).all(1)
-    lms, y = data.landmarks[ok], data.targets[ok]
+    lms, y = data.landmarks[ok], (data.fine if cfg.fine_labels else data.targets)[ok]
+    if cfg.fine_labels:
+        check_fine(y)
     w = posed_weights(data.datasets[ok], cfg.posed_weight)
     x0 = landmark_inputs(lms)
     out = Path(out_dir) if out_dir else None
@@ -493,7 +505,8 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
         start, history = state["epoch"], state["history"]
     else:
         keras.utils.set_random_seed(cfg.seed)
-        model = landmark_net(x0.mean(0), x0.std(0), hidden=tuple(cfg.hidden), dropout=cfg.dropout)
+        model = landmark_net(x0.mean(0), x0.std(0), n_classes=y.shape[1], hidden=tuple(cfg.hidden),
+                             dropout=cfg.dropout)
         steps = cfg.epochs * int(np.ceil(len(y) / cfg.batch))
         sched = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, steps), alpha=0.02)
         model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=cfg.weight_decay),
@@ -517,6 +530,10 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
             _atomic(ckpt, lambda p: model.save(p))
             _atomic(state_file, lambda p: Path(p).write_text(json.dumps({**recipe, "epoch": ep + 1,
                                                                          "history": history})))
+    if cfg.fine_labels:  # the file outputs the 4 classes as every landmark model does
+        from .nets import sum_into_classes
+
+        model = keras.Model(model.inputs, sum_into_classes(model.output), name="landmarks")
     if out:
         _atomic(out / "model.keras", lambda p: model.save(p))
         meta = {**recipe, "input": "landmarks (N, 136): fastes.remap output, flattened",

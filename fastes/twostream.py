@@ -61,13 +61,11 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     if not fine:
         out = layers.Dense(n_classes, activation="softmax", name="probs")(z)
         return keras.Model([sk_in, face_in], out, name="two_stream")
-    from .data import EMOTION_CLASS, EMOTIONS
+    from .data import EMOTIONS
+    from .nets import sum_into_classes
 
     emo = layers.Dense(len(EMOTIONS), activation="softmax", name=EMOTIONS_LAYER)(z)
-    to_classes = layers.Dense(n_classes, use_bias=False, trainable=False, name="probs")
-    out = to_classes(emo)
-    to_classes.set_weights([np.eye(n_classes, dtype=np.float32)[EMOTION_CLASS]])  # (7, 4) of 0/1
-    return keras.Model([sk_in, face_in], out, name="two_stream")
+    return keras.Model([sk_in, face_in], sum_into_classes(emo), name="two_stream")
 
 
 def average(models: list, name: str = "two_stream"):
@@ -244,8 +242,7 @@ class TwoStreamLearner:
     def fit(self, data) -> None:
         from dataclasses import replace
 
-        from .data import EMOTIONS
-        from .train import balance, check_prior, posed_weights
+        from .train import balance, check_fine, check_prior, posed_weights
 
         cfg = self.cfg
         lms = data.landmarks[data.found]
@@ -260,9 +257,7 @@ class TwoStreamLearner:
             check_prior(prior)
         targets = data.fine[data.found] if self.fine_labels else classes
         if self.fine_labels:
-            if (missing := int((targets.sum(1) <= 0).sum())):
-                raise ValueError(f"fine labels need each training row's emotion (votes or an emotion of "
-                                 f"{', '.join(EMOTIONS)} matching its class4); {missing} rows have none")
+            check_fine(targets)
         crops = self.crops[self._rows(lms)]
         fine_prior = shares(targets) if self.fine_labels else None
         t0 = time.perf_counter()

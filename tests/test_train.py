@@ -424,6 +424,29 @@ def test_landmark_network_trains_converts_runs_and_evaluates(tiny_run):
     assert rc == 0 and json.loads((tiny_run / "lm.json").read_text())["n"] == 24
 
 
+def test_landmark_network_learns_seven_emotions_summed_into_four(tiny_run):
+    """--fine-labels for the landmark network: a 7-emotion head, a fixed sum into the 4
+    classes in the file, the emotions kept for re-scoring; refused without an emotion per row."""
+    from fastes.data import EMOTION_CLASS
+    from fastes.protocol import LandmarkLearner
+    from fastes.train import LandmarkConfig, load_faces, train_landmarks
+
+    data = load_faces(tiny_run / "m.csv", datasets=None, progress=False)
+    assert (data.fine.sum(1) > 0).all()
+    cfg = LandmarkConfig(epochs=2, hidden=(16, 16), fine_labels=True)
+    learner = LandmarkLearner(cfg, out_dir=tiny_run / "lm_fine")
+    learner.fit(data)
+    assert learner.model.get_layer("head").units == 7 and learner.model.output.shape[-1] == 4
+    assert json.loads((tiny_run / "lm_fine" / "config.json").read_text())["config"]["fine_labels"] is True
+    p, e = learner.predict(data.landmarks), learner.predict_fine(data.landmarks)
+    assert p.shape == (24, 4) and e.shape == (24, 7)
+    np.testing.assert_allclose(e @ np.eye(4)[EMOTION_CLASS], p, atol=1e-5)
+    assert LandmarkLearner(LandmarkConfig()).predict_fine(data.landmarks) is None
+    data.fine[0] = 0  # a row whose emotion is unknown
+    with pytest.raises(ValueError, match="emotion"):
+        train_landmarks(data, cfg, progress=False)
+
+
 def test_landmark_models_of_either_input_shape_and_bad_shapes():
     import keras
 

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
                    help="two-stream: random rotation/scale/shift of the training crops, K times "
                    "fastes.twostream.FACE_WARP (8 degrees, 8 %%, 5 %% of the frame; default 0 = off)")
     p.add_argument("--fine-labels", action="store_true",
-                   help="two-stream: learn the 7 emotions (FER+ votes, the manifest's emotion column) and sum "
+                   help="landmarks, two-stream: learn the 7 emotions (FER+ votes, the manifest's emotion column) and sum "
                    "them into the 4 classes inside the model (default: learn the 4 classes)")
     p.add_argument("--tta", type=int, default=0, metavar="N",
                    help="landmarks, two-stream: test-time augmentation, the mean over N augmented copies (as "
@@ -97,8 +97,9 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--balance-within goes with --fine-labels and --balance")
     if args.members < 1:
         raise UsageError("--members must be >= 1")
-    for flag, on in (("--face-warp", args.face_warp), ("--fine-labels", args.fine_labels),
-                     ("--members", args.members != 1), ("--face-norm", args.face_norm),
+    if args.fine_labels and args.model not in ("landmarks", "two-stream"):
+        raise UsageError("--fine-labels goes with --model landmarks or two-stream")
+    for flag, on in (("--face-warp", args.face_warp), ("--members", args.members != 1), ("--face-norm", args.face_norm),
                      ("--part-drop", args.part_drop), ("--face-size", args.face_size != 48)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
@@ -111,7 +112,7 @@ def make_recipe(args: argparse.Namespace, data=None):
     if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
         raise UsageError("--posed-weight goes with --model landmarks or two-stream")
     if args.model == "landmarks":
-        cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight,
+        cfg = LandmarkConfig(seed=args.seed, posed_weight=args.posed_weight, fine_labels=args.fine_labels,
                              **({"epochs": args.epochs} if args.epochs else {}))
         return lambda: protocol.LandmarkLearner(cfg, progress=progress, out_dir=save, tta=args.tta)
     if args.model == "logreg":
