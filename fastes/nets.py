@@ -202,16 +202,15 @@ def transfer(src: keras.Model, dst: keras.Model) -> int:
 LANDMARK_INPUT = 68 * 2  # fastes.remap's 68 points, (x, y) per point, sketch coordinates
 
 
-def sum_into_classes(emotions, name: str = "probs"):
-    """A fixed (untrained) layer on a 7-emotion softmax that sums it into the 4 classes
-    (fastes.data.EMOTION_CLASS): a fine model's file still outputs ``(N, 4)``."""
+def sum_into_classes(emotions, emotion_class, n_classes: int = 4, name: str = "probs"):
+    """A fixed (untrained) layer on a 7-emotion softmax that sums it into the classes,
+    ``emotion_class[e]`` being emotion e's class (fastes.data.EMOTION_CLASS): a fine
+    model's file still outputs ``(N, 4)``."""
     import numpy as np
 
-    from .data import CLASSES, EMOTION_CLASS
-
-    to_classes = layers.Dense(len(CLASSES), use_bias=False, trainable=False, name=name)
+    to_classes = layers.Dense(n_classes, use_bias=False, trainable=False, name=name)
     out = to_classes(emotions)
-    to_classes.set_weights([np.eye(len(CLASSES), dtype=np.float32)[EMOTION_CLASS]])  # (7, 4) of 0/1
+    to_classes.set_weights([np.eye(n_classes, dtype=np.float32)[np.asarray(emotion_class)]])  # (7, 4) of 0/1
     return out
 
 

@@ -531,9 +531,10 @@ def train_landmarks(data: FaceSet, cfg: LandmarkConfig, progress: bool = True, o
             _atomic(state_file, lambda p: Path(p).write_text(json.dumps({**recipe, "epoch": ep + 1,
                                                                          "history": history})))
     if cfg.fine_labels:  # the file outputs the 4 classes as every landmark model does
+        from .data import EMOTION_CLASS
         from .nets import sum_into_classes
 
-        model = keras.Model(model.inputs, sum_into_classes(model.output), name="landmarks")
+        model = keras.Model(model.inputs, sum_into_classes(model.output, EMOTION_CLASS), name="landmarks")
     if out:
         _atomic(out / "model.keras", lambda p: model.save(p))
         meta = {**recipe, "input": "landmarks (N, 136): fastes.remap output, flattened",

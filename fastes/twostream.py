@@ -61,11 +61,11 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     if not fine:
         out = layers.Dense(n_classes, activation="softmax", name="probs")(z)
         return keras.Model([sk_in, face_in], out, name="two_stream")
-    from .data import EMOTIONS
+    from .data import EMOTION_CLASS, EMOTIONS
     from .nets import sum_into_classes
 
     emo = layers.Dense(len(EMOTIONS), activation="softmax", name=EMOTIONS_LAYER)(z)
-    return keras.Model([sk_in, face_in], sum_into_classes(emo), name="two_stream")
+    return keras.Model([sk_in, face_in], sum_into_classes(emo, EMOTION_CLASS, n_classes), name="two_stream")
 
 
 def average(models: list, name: str = "two_stream"):
