@@ -219,8 +219,8 @@ class LandmarkLearner:
 
     def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
         """A 7-emotion model's emotion probabilities (layer ``head``, before the sum into
-        classes); ``None`` for a 4-class model or with test-time augmentation."""
-        if not self.cfg.fine_labels or self.tta:
+        classes), always without test-time augmentation; ``None`` for a 4-class model."""
+        if not self.cfg.fine_labels:
             return None
         import keras
 

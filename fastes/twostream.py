@@ -334,8 +334,9 @@ class TwoStreamLearner:
     def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
         """A fine model's 7-emotion probabilities (its balanced ``emotions`` layer), kept
         by the protocol beside the class probabilities to re-score other decision rules;
-        ``None`` for a 4-class model or with test-time augmentation."""
-        if not self.fine_labels or self.tta:
+        always without test-time augmentation, so a ``tta`` run also keeps the plain
+        decision (``rescore.py --within 0``); ``None`` for a 4-class model."""
+        if not self.fine_labels:
             return None
         import keras
 

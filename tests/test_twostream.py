@@ -178,6 +178,9 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     e = fine.predict_fine(data.landmarks[4:])  # what the protocol keeps to re-score
     assert e.shape == (2, 7)
     np.testing.assert_allclose(e @ np.eye(4)[EMOTION_CLASS], p, atol=1e-5)
+    fine.tta = 4  # with test-time augmentation the kept emotions stay the plain model's
+    assert not np.allclose(fine.predict(data.landmarks[4:]), p, atol=1e-6)
+    np.testing.assert_allclose(fine.predict_fine(data.landmarks[4:]), e, atol=1e-6)
     assert learner.predict_fine(data.landmarks[4:]) is None  # a 4-class model has none
     with pytest.raises(ValueError, match="balance_within needs"):
         TwoStreamLearner(data, cfg, face_size=32, fine_labels=True, balance_within=1.0)
