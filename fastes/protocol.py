@@ -204,18 +204,13 @@ class LandmarkLearner:
         self.model, self.history = train_landmarks(data, self.cfg, progress=self.progress, out_dir=self.out_dir)
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
-        from .train import landmark_inputs
-
-        x = landmark_inputs(landmarks)
-        ok = np.isfinite(x).all(1)
-        out = np.full((len(x), len(CLASSES)), 1.0 / len(CLASSES), np.float32)  # cannot remap: uniform
-        if ok.any() and self.tta:
+        if self.tta:
             from .runtime import Augmented, KerasLandmarkClassifier
 
-            out[ok] = Augmented(KerasLandmarkClassifier.from_model(self.model), self.tta)(landmarks[ok])
-        elif ok.any():
-            out[ok] = np.asarray(self.model.predict(x[ok], batch_size=1024, verbose=0))
-        return out
+            augmented = Augmented(KerasLandmarkClassifier.from_model(self.model), self.tta)
+            return self._on_remappable(landmarks, len(CLASSES), lambda _, rows: augmented(landmarks[rows]))
+        return self._on_remappable(landmarks, len(CLASSES), lambda x, _: self.model.predict(x, batch_size=1024,
+                                                                                            verbose=0))
 
     def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
         """A 7-emotion model's emotion probabilities (layer ``head``, before the sum into
@@ -225,14 +220,20 @@ class LandmarkLearner:
         import keras
 
         from .data import EMOTIONS
+
+        head = keras.Model(self.model.inputs, self.model.get_layer("head").output)
+        return self._on_remappable(landmarks, len(EMOTIONS), lambda x, _: head.predict(x, batch_size=1024, verbose=0))
+
+    @staticmethod
+    def _on_remappable(landmarks: np.ndarray, n_out: int, f) -> np.ndarray:
+        """``f(inputs, rows)`` on the faces whose landmarks remap; uniform probabilities for the rest."""
         from .train import landmark_inputs
 
         x = landmark_inputs(landmarks)
         ok = np.isfinite(x).all(1)
-        out = np.full((len(x), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+        out = np.full((len(x), n_out), 1.0 / n_out, np.float32)  # cannot remap: uniform
         if ok.any():
-            head = keras.Model(self.model.inputs, self.model.get_layer("head").output)
-            out[ok] = np.asarray(head.predict(x[ok], batch_size=1024, verbose=0))
+            out[ok] = np.asarray(f(x[ok], ok))
         return out
 
 

@@ -441,6 +441,10 @@ def test_landmark_network_learns_seven_emotions_summed_into_four(tiny_run):
     p, e = learner.predict(data.landmarks), learner.predict_fine(data.landmarks)
     assert p.shape == (24, 4) and e.shape == (24, 7)
     np.testing.assert_allclose(e @ np.eye(4)[EMOTION_CLASS], p, atol=1e-5)
+    learner.tta = 4  # augmented class probabilities; the kept emotions stay the plain model's
+    pt = learner.predict(data.landmarks)
+    assert pt.shape == (24, 4) and np.allclose(pt.sum(1), 1, atol=1e-5) and not np.allclose(pt, p, atol=1e-6)
+    np.testing.assert_allclose(learner.predict_fine(data.landmarks), e, atol=1e-6)
     assert LandmarkLearner(LandmarkConfig()).predict_fine(data.landmarks) is None
     data.fine[0] = 0  # a row whose emotion is unknown
     with pytest.raises(ValueError, match="emotion"):

@@ -20,14 +20,14 @@ def int8_file(face_size: int, members: int, path: str) -> None:
     import keras
 
     from fastes.convert import convert
-    from fastes.twostream import average, build
+    from fastes.twostream import FACE, SKETCH, average, build
 
     keras.utils.set_random_seed(0)
     models = [build(48, face_size, width=0.25, fine=True) for _ in range(members)]
     model = average(models) if members > 1 else models[0]
     rng = np.random.default_rng(0)
-    x = {"sketch": rng.random((64, 48, 48, 1), np.float32),
-         "face": rng.random((64, face_size, face_size, 1), np.float32)}
+    x = {SKETCH: rng.random((64, 48, 48, 1), np.float32),
+         FACE: rng.random((64, face_size, face_size, 1), np.float32)}
     convert(model, out=path, calibration=x, verify=x, min_agreement=0.0)
 
 
