@@ -84,6 +84,10 @@ class TrainConfig:
     # blocks first (nets._sketch_input): grey levels that keep sub-pixel line positions.
     # The model file says it all (its input size), so the runtime needs nothing more.
     supersample: int = 1
+    # Weight averaging (SWA; SWAD for unseen domains): the weights averaged over the last
+    # `average` share of the training steps, every step, then batch-norm statistics
+    # re-estimated for them (average_weights). 0: the last step's weights.
+    average: float = 0.0
 
     def augmentation(self) -> dict:
         return {"rotate": self.rotate, "jitter": self.jitter, "mirror": self.mirror}
@@ -135,18 +139,98 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     labels = np.asarray(labels)
     onehot = labels.astype(np.float32) if labels.ndim == 2 else np.eye(n_classes, dtype=np.float32)[labels]
     history: list[dict] = []
+    per_epoch = int(np.ceil(len(labels) / cfg.batch))
+    averager = _weight_average(trainer, int(round((1 - cfg.average) * steps)), per_epoch) if cfg.average else None
+    if averager and start_epoch * per_epoch > averager.first_step:
+        raise ValueError("cannot resume inside the weight-averaging window (its running mean is not "
+                         "checkpointed): train again from the start")
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=None if progress else True)
     for ep in bar:
         t0 = time.perf_counter()
-        h = trainer.fit(inputs(ep), onehot, sample_weight=weights, batch_size=cfg.batch, epochs=1, verbose=0,
-                        shuffle=True)
+        x = inputs(ep)
+        if averager:
+            averager.epoch = ep
+        h = trainer.fit(x, onehot, sample_weight=weights, batch_size=cfg.batch, epochs=1, verbose=0,
+                        shuffle=True, callbacks=[averager] if averager else None)
         rec = {"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
                "accuracy": float(h.history["categorical_accuracy"][-1]), "seconds": time.perf_counter() - t0}
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}")
         if on_epoch:
             on_epoch(ep, trainer, history)
+    if averager and averager.n:
+        averager.apply(x)
     return trainer, history
+
+
+def _weight_average(model, first_step: int, per_epoch: int):
+    """A Keras callback that keeps the running mean of ``model``'s trainable weights from
+    global step ``first_step`` on (``.epoch`` set by the caller before each epoch) and
+    ``.apply(x)`` puts it into the model, batch-norm statistics re-estimated on ``x``."""
+    import keras
+
+    class WeightAverage(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch, self.n, self.mean = 0, 0, None
+            self.first_step = int(first_step)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch * per_epoch + batch + 1 <= self.first_step:
+                return
+            values = [v.numpy() for v in model.trainable_variables]
+            if self.mean is None:
+                self.mean = [np.array(v, np.float64) for v in values]
+            else:
+                for m, v in zip(self.mean, values):
+                    m += (v - m) / (self.n + 1)
+            self.n += 1
+
+        def apply(self, x) -> None:
+            for var, m in zip(model.trainable_variables, self.mean):
+                var.assign(m.astype(np.float32))
+            recompute_batch_norm(model, x)
+
+    return WeightAverage()
+
+
+def _batch_norms(model) -> list:
+    import keras
+
+    found, todo = [], list(model.layers)
+    while todo:
+        la = todo.pop()
+        if isinstance(la, keras.layers.BatchNormalization):
+            found.append(la)
+        todo.extend(getattr(la, "layers", []))  # nested models (the two-stream sketch branch)
+    return found
+
+
+def recompute_batch_norm(model, x, rows: int = 8192, batch: int = 256, seed: int = 0) -> int:
+    """Re-estimate every batch-norm layer's moving mean and variance as the plain mean of
+    its batch statistics over up to ``rows`` rows of ``x`` (an array or a dict of arrays):
+    averaged weights do not fit the statistics of any step that made them. Returns how
+    many layers it set."""
+    bns = _batch_norms(model)
+    if not bns:
+        return 0
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:rows])
+    saved = [la.momentum for la in bns]
+    for la in bns:
+        la.moving_mean.assign(np.zeros(la.moving_mean.shape, la.moving_mean.dtype))
+        la.moving_variance.assign(np.ones(la.moving_variance.shape, la.moving_variance.dtype))
+    try:
+        for k, start in enumerate(range(0, len(idx), batch)):
+            part = idx[start:start + batch]
+            for la in bns:  # moving = the mean of the k + 1 batches seen so far
+                la.momentum = k / (k + 1)
+            xb = {key: np.asarray(v[part]) for key, v in x.items()} if isinstance(x, dict) else np.asarray(x[part])
+            model(xb, training=True)
+    finally:
+        for la, m in zip(bns, saved):
+            la.momentum = m
+    return len(bns)
 
 
 def _pretrained(cfg: TrainConfig, progress: bool, wild: FaceSet | None = None, cache: Path | None = None):

@@ -60,6 +60,10 @@ def add_parser(sub) -> None:
     p.add_argument("--face-size", type=int, default=48, metavar="PX",
                    help="two-stream: side of the aligned face crop in pixels, a multiple of 16 from 32 to 128 "
                    "(default 48; a larger crop costs classifier time)")
+    p.add_argument("--average", type=float, default=0.0, metavar="F",
+                   help="two-stream, sketch nets: average the weights over the last share F of the training steps "
+                   "(every step; batch-norm statistics re-estimated for the mean: SWA), a flatter minimum "
+                   "that may carry better to unseen faces (default 0 = the last step's weights)")
     p.add_argument("--ferplus-limit", type=int, metavar="N",
                    help="sketch nets: train on at most N FER+ rows (a seeded draw), to fit a 2-core CPU's time")
     p.add_argument("--extra", action="store_true", help="kfold: each fold also trains on wild and FER+ train")
@@ -109,6 +113,10 @@ def make_recipe(args: argparse.Namespace, data=None):
         raise UsageError("--face-size must be a multiple of 16 from 32 to 128 (the face branch halves it 4 times)")
     if not 0 <= args.part_drop <= 1:
         raise UsageError("--part-drop must be between 0 and 1")
+    if not 0 <= args.average <= 1:
+        raise UsageError("--average must be between 0 and 1")
+    if args.average and args.model in ("landmarks", "logreg"):
+        raise UsageError("--average goes with --model two-stream, vgg11, resnet50 or capsnet")
     if args.posed_weight != 1 and args.model not in ("landmarks", "two-stream"):
         raise UsageError("--posed-weight goes with --model landmarks or two-stream")
     if args.model == "landmarks":
@@ -121,7 +129,7 @@ def make_recipe(args: argparse.Namespace, data=None):
         from ..twostream import TwoStreamLearner
 
         cfg = TrainConfig(net="vgg11", size=args.size or 48, epochs=args.epochs or 6, batch=64, seed=args.seed,
-                          width=args.width)
+                          width=args.width, average=args.average)
         front = {"detector": args.detector, "crop": args.crop}
         return lambda: TwoStreamLearner(data, cfg, face_size=args.face_size, front_end=front, progress=progress, out_dir=save,
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
@@ -129,7 +137,7 @@ def make_recipe(args: argparse.Namespace, data=None):
                                         balance_within=args.balance_within, members=args.members,
                                         face_norm=args.face_norm, part_drop=args.part_drop)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
-                      seed=args.seed, width=args.width)
+                      seed=args.seed, width=args.width, average=args.average)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
 
 
