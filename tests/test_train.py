@@ -491,3 +491,83 @@ def test_landmark_training_resumes_after_an_interruption(tiny_run, monkeypatch, 
     assert [h["epoch"] for h in hist] == [1, 2, 3] and not (tmp_path / "b" / "checkpoint.keras").exists()
     for a, b in zip(full.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-3)  # float noise only
+
+
+def _bn_model(seed: int = 0):
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((5,))
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(8)(inp))
+    return keras.Model(inp, keras.layers.Dense(4, activation="softmax")(h))
+
+
+def test_weight_average_is_the_mean_of_the_last_steps_weights():
+    """The averaged weights are the plain mean of the weights after each step from
+    ``first_step`` on (recorded here step by step), whatever the epoch boundaries."""
+    keras = pytest.importorskip("keras")
+    from fastes.train import TrainConfig, _compile, _weight_average
+
+    model = _bn_model()
+    x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[np.arange(40) % 4]
+    _compile(model, TrainConfig(batch=10), steps=12, n_classes=4)
+    avg, seen = _weight_average(model, first_step=5, per_epoch=4), []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([v.numpy().copy() for v in model.trainable_variables])
+
+    for ep in range(3):  # 12 steps; steps 6-12 averaged
+        avg.epoch = ep
+        model.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False, callbacks=[avg, Record()])
+    assert avg.n == 7 and len(seen) == 12
+    want = [np.mean([s[i] for s in seen[5:]], axis=0) for i in range(len(seen[0]))]
+    assert not np.allclose(want[0], seen[-1][0])  # the mean is not the last step's
+    avg.apply(x)
+    for v, w in zip(model.trainable_variables, want):
+        np.testing.assert_allclose(v.numpy(), w, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_statistics_recomputed_as_the_mean_over_batches():
+    from fastes.train import recompute_batch_norm
+
+    model = _bn_model()
+    bn = model.get_layer("bn")
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=(300, 5)).astype(np.float32)
+    z = model.layers[1](x).numpy()  # what the batch norm sees
+    assert recompute_batch_norm(model, x, batch=100) == 1
+    assert bn.momentum == pytest.approx(0.99)  # put back
+    np.testing.assert_allclose(bn.moving_mean.numpy(), z.mean(0), rtol=1e-4, atol=1e-5)  # equal batches
+    batch_var = np.mean([z[i:i + 100].var(0) for i in range(0, 300, 100)], axis=0)
+    # the rows are drawn in sorted order, so the three batches are the three thirds
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batch_var, rtol=1e-3)
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((5,))
+    assert recompute_batch_norm(keras.Model(inp, keras.layers.Dense(2)(inp)), x) == 0  # none to set
+
+
+def test_fit_with_averaging_ends_on_the_mean_and_refuses_to_resume_inside_it():
+    from fastes.train import TrainConfig, fit
+
+    x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    y = np.arange(40) % 4
+    cfg = TrainConfig(epochs=2, batch=10, average=0.5)
+    a, b = _bn_model(), _bn_model()
+    fit(a, lambda ep: x, y, cfg, 2, progress=False)
+    from dataclasses import replace
+
+    fit(b, lambda ep: x, y, replace(cfg, average=0.0), 2, progress=False)
+    assert not np.allclose(a.get_layer("bn").moving_mean.numpy(), b.get_layer("bn").moving_mean.numpy())
+    assert not all(np.allclose(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    with pytest.raises(ValueError, match="weight-averaging"):
+        fit(_bn_model(), lambda ep: x, y, cfg, 2, progress=False, start_epoch=2)
+
+
+def test_train_and_crossval_refuse_a_bad_average(tiny_run, capsys):
+    from fastes.cli import main
+
+    rc = main(["train", "--net", "vgg11", "--average", "1.5", "--manifest", str(tiny_run / "m.csv"),
+               "--out", str(tiny_run / "bad_avg"), "--no-progress"])
+    assert rc == 2 and "--average" in capsys.readouterr().err
+    rc = main(["crossval", "lodo", "--model", "landmarks", "--average", "0.5"])
+    assert rc == 2 and "--average goes with" in capsys.readouterr().err
