@@ -124,12 +124,13 @@ def _compile(model, cfg: TrainConfig, steps: int, n_classes: int):
 
 def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_classes: int = 4,
         progress: bool = True, desc: str = "train", on_epoch=None, start_epoch: int = 0,
-        trainer=None, weights: np.ndarray | None = None) -> tuple[object, list[dict]]:
+        trainer=None, weights: np.ndarray | None = None, before_average=None) -> tuple[object, list[dict]]:
     """Train ``model`` for ``epochs``; ``inputs(epoch)`` returns that epoch's ``(N, S, S, 1)``
     array (fresh augmentation each epoch). ``labels``: class indices ``(N,)`` or target
     distributions ``(N, n_classes)`` (soft labels); ``weights``: per-row loss weights.
     One progress bar step per epoch. ``on_epoch(epoch, trainer, history)`` runs after each
-    (checkpoints)."""
+    (checkpoints); with ``cfg.average``, ``before_average()`` runs once the last step is done,
+    before the averaged weights replace its weights (to keep the last step's model)."""
     import keras
     from tqdm import tqdm
 
@@ -159,6 +160,8 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
         if on_epoch:
             on_epoch(ep, trainer, history)
     if averager and averager.n:
+        if before_average:
+            before_average()
         averager.apply(x)
     return trainer, history
 

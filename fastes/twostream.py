@@ -261,12 +261,16 @@ class TwoStreamLearner:
         crops = self.crops[self._rows(lms)]
         fine_prior = shares(targets) if self.fine_labels else None
         t0 = time.perf_counter()
-        self.members, histories = [], []
+        # with weight averaging, each member's last-step twin too (predict_fine scores it)
+        self.members, self.last_steps, histories = [], [], []
         for i in range(self.n_members):
-            model, history = self._fit_one(replace(cfg, seed=cfg.seed + i), lms, crops, targets, w)
-            if self.balance:
-                balance(model, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
+            model, history, last = self._fit_one(replace(cfg, seed=cfg.seed + i), lms, crops, targets, w)
+            for m in (model, last) if last is not None else (model,):
+                if self.balance:
+                    balance(m, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
             self.members.append(model)
+            if last is not None:
+                self.last_steps.append(last)
             histories.append(history)
         self.model = self.members[0] if self.n_members == 1 else average(self.members)
         if self.out_dir is not None:
@@ -295,7 +299,9 @@ class TwoStreamLearner:
         return (self.crops[self._rows(landmarks)][..., None] / np.float32(255)).astype(np.float32)
 
     def _fit_one(self, cfg, lms: np.ndarray, crops: np.ndarray, targets: np.ndarray, w: np.ndarray):
-        """One member: built and trained from ``cfg.seed`` (initial weights included)."""
+        """One member: built and trained from ``cfg.seed`` (initial weights included).
+        Returns ``(model, history, last)``: ``last`` is, with weight averaging
+        (``cfg.average``), a copy of the model with its last step's weights, else ``None``."""
         import keras
 
         from .sketch import augment
@@ -318,9 +324,15 @@ class TwoStreamLearner:
                 hide_parts(sk, x[SKETCH], x[FACE], which, cfg.parts())
             return x
 
+        kept = []
         _, history = fit(trained, inputs, targets, cfg, cfg.epochs, n_classes=targets.shape[1],
-                         progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None)
-        return model, history
+                         progress=self.progress, desc="two-stream", weights=w if self.posed_weight != 1 else None,
+                         before_average=lambda: kept.append(model.get_weights()))
+        last = None
+        if kept:
+            last = keras.models.clone_model(model)
+            last.set_weights(kept[0])
+        return model, history, last
 
     def predict(self, landmarks: np.ndarray) -> np.ndarray:
         from .runtime import Augmented, KerasTwoStream
@@ -334,12 +346,13 @@ class TwoStreamLearner:
     def predict_fine(self, landmarks: np.ndarray) -> np.ndarray | None:
         """A fine model's 7-emotion probabilities (its balanced ``emotions`` layer), kept
         by the protocol beside the class probabilities to re-score other decision rules;
-        always without test-time augmentation, so a ``tta`` run also keeps the plain
-        decision (``rescore.py --within 0``); ``None`` for a 4-class model."""
+        always without test-time augmentation and, with weight averaging, from the last
+        step's weights, so a ``tta`` or ``average`` run also keeps the plain decision
+        (``rescore.py --within 0``); ``None`` for a 4-class model."""
         if not self.fine_labels:
             return None
         import keras
 
         x = {SKETCH: self.cfg.draw(landmarks), FACE: self._faces(landmarks)}
         return np.mean([keras.Model(m.inputs, m.get_layer(EMOTIONS_LAYER).output).predict(x, batch_size=256, verbose=0)
-                        for m in self.members], axis=0).astype(np.float32)
+                        for m in self.last_steps or self.members], axis=0).astype(np.float32)

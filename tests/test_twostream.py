@@ -441,6 +441,40 @@ def test_learner_members_are_seeded_and_averaged(tmp_path, monkeypatch):
         TwoStreamLearner(data, cfg, face_size=32, members=0)
 
 
+def test_averaged_learner_keeps_its_last_step_twin_for_the_plain_decision(tmp_path, monkeypatch):
+    """With weight averaging the learner decides with the averaged weights and keeps a
+    copy with the last step's weights: predict_fine scores the copy
+    (the plain decision of the same run), predict the average."""
+    from fastes.data import EMOTION_CLASS
+    from fastes.train import TrainConfig, load_faces
+    from fastes.twostream import EMOTIONS_LAYER, TwoStreamLearner
+
+    monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
+    m = tmp_path / "m.csv"
+    m.write_text("path,class4,dataset,emotion\n" + "".join(
+        f"{p},{'positive,london,happiness' if 'happiness' in p.name else 'neutral,wild,neutral'}\n"
+        for p in sample_images()))
+    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=2, batch=2, seed=0, average=0.5)
+    learner = TwoStreamLearner(data, cfg, face_size=32, fine_labels=True)
+    learner.fit(data.subset(np.arange(4)))
+    assert len(learner.last_steps) == 1
+    avg, last = learner.members[0], learner.last_steps[0]
+    assert not all(np.allclose(a, b) for a, b in zip(avg.get_weights(), last.get_weights()))
+    kernel = [m.get_layer(EMOTIONS_LAYER).get_weights()[0] for m in (avg, last)]
+    assert not np.allclose(kernel[0], kernel[1])
+    lms = data.landmarks[data.found][:4]
+    e = learner.predict_fine(lms)
+    x = {"sketch": cfg.draw(lms), "face": learner._faces(lms)}
+    want = keras.Model(last.inputs, last.get_layer(EMOTIONS_LAYER).output).predict(x, verbose=0)
+    np.testing.assert_allclose(e, want, atol=1e-5)
+    np.testing.assert_allclose(learner.predict(lms), avg.predict(x, verbose=0), atol=1e-5)
+    assert not np.allclose(e @ np.eye(4)[EMOTION_CLASS], learner.predict(lms), atol=1e-4)
+    plain = TwoStreamLearner(data, cfg.__class__(**{**cfg.__dict__, "average": 0.0}), face_size=32, fine_labels=True)
+    plain.fit(data.subset(np.arange(4)))
+    assert plain.last_steps == []
+
+
 def _with_model(learner, model):
     """A shallow copy of ``learner`` predicting with ``model``."""
     import copy
