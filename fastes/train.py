@@ -134,14 +134,16 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     import keras
     from tqdm import tqdm
 
+    if not 0 <= cfg.average <= 1:
+        raise ValueError(f"average must be between 0 and 1, got {cfg.average}")
     keras.utils.set_random_seed(cfg.seed)
-    steps = epochs * int(np.ceil(len(labels) / cfg.batch))
+    per_epoch = int(np.ceil(len(labels) / cfg.batch))
+    steps = epochs * per_epoch
     trainer = trainer or _compile(model, cfg, steps, n_classes)
     labels = np.asarray(labels)
     onehot = labels.astype(np.float32) if labels.ndim == 2 else np.eye(n_classes, dtype=np.float32)[labels]
     history: list[dict] = []
-    per_epoch = int(np.ceil(len(labels) / cfg.batch))
-    averager = _weight_average(trainer, int(round((1 - cfg.average) * steps)), per_epoch) if cfg.average else None
+    averager = _weight_average(trainer, round((1 - cfg.average) * steps), per_epoch) if cfg.average else None
     if averager and start_epoch * per_epoch > averager.first_step:
         raise ValueError("cannot resume inside the weight-averaging window (its running mean is not "
                          "checkpointed): train again from the start")

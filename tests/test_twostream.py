@@ -401,21 +401,28 @@ def test_average_is_one_model_of_the_members_mean(tiny, tmp_path):
         average([m, build(size=48, face_size=32, width=0.125)])
 
 
-def test_learner_members_are_seeded_and_averaged(tmp_path, monkeypatch):
-    """Each member is built from its own seed (SEED, SEED + 1, ...): the same seed gives the
-    same initial weights, run after run; members > 1 are averaged into one model whose
-    7-emotion probabilities are the members' mean too."""
-    import fastes.train
-    from fastes.data import EMOTION_CLASS
-    from fastes.train import TrainConfig, load_faces
-    from fastes.twostream import TwoStreamLearner
+def _sample_faceset(tmp_path, monkeypatch):
+    """The bundled sample images as a FaceSet: smiles from london, the rest neutral wild faces."""
+    from fastes.train import load_faces
 
     monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
     m = tmp_path / "m.csv"
     m.write_text("path,class4,dataset,emotion\n" + "".join(
         f"{p},{'positive,london,happiness' if 'happiness' in p.name else 'neutral,wild,neutral'}\n"
         for p in sample_images()))
-    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    return load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+
+
+def test_learner_members_are_seeded_and_averaged(tmp_path, monkeypatch):
+    """Each member is built from its own seed (SEED, SEED + 1, ...): the same seed gives the
+    same initial weights, run after run; members > 1 are averaged into one model whose
+    7-emotion probabilities are the members' mean too."""
+    import fastes.train
+    from fastes.data import EMOTION_CLASS
+    from fastes.train import TrainConfig
+    from fastes.twostream import TwoStreamLearner
+
+    data = _sample_faceset(tmp_path, monkeypatch)
     cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=1, batch=4, seed=3)
     monkeypatch.setattr(fastes.train, "fit", lambda model, *a, **k: (model, []))  # initial weights only
     first, again = (TwoStreamLearner(data, cfg, face_size=32, fine_labels=True) for _ in range(2))
@@ -446,15 +453,10 @@ def test_averaged_learner_keeps_its_last_step_twin_for_the_plain_decision(tmp_pa
     copy with the last step's weights: predict_fine scores the copy
     (the plain decision of the same run), predict the average."""
     from fastes.data import EMOTION_CLASS
-    from fastes.train import TrainConfig, load_faces
+    from fastes.train import TrainConfig
     from fastes.twostream import EMOTIONS_LAYER, TwoStreamLearner
 
-    monkeypatch.setenv("FASTES_CACHE", str(tmp_path / "cache"))
-    m = tmp_path / "m.csv"
-    m.write_text("path,class4,dataset,emotion\n" + "".join(
-        f"{p},{'positive,london,happiness' if 'happiness' in p.name else 'neutral,wild,neutral'}\n"
-        for p in sample_images()))
-    data = load_faces(m, datasets=None, progress=False, detector="blazeface", crop="auto")
+    data = _sample_faceset(tmp_path, monkeypatch)
     cfg = TrainConfig(net="vgg11", size=32, width=0.125, epochs=2, batch=2, seed=0, average=0.5)
     learner = TwoStreamLearner(data, cfg, face_size=32, fine_labels=True)
     learner.fit(data.subset(np.arange(4)))
