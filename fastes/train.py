@@ -23,7 +23,7 @@ from .sketch import MIRROR, augment, render  # noqa: F401
 __all__ = [
     "POSED", "FaceSet", "load_faces", "augment", "render", "load_mnist", "mnist_inputs",
     "TrainConfig", "train", "cross_validate", "fold_model", "balance", "check_prior", "within_class_shift",
-    "posed_weights",
+    "posed_weights", "recompute_batch_norm",
 ]
 
 # Moved to fastes.data (the convert <-> train import cycle); re-exported here.
@@ -86,7 +86,7 @@ class TrainConfig:
     supersample: int = 1
     # Weight averaging (SWA; SWAD for unseen domains): the weights averaged over the last
     # `average` share of the training steps, every step, then batch-norm statistics
-    # re-estimated for them (average_weights). 0: the last step's weights.
+    # re-estimated for them (fit, recompute_batch_norm). 0: the last step's weights.
     average: float = 0.0
 
     def augmentation(self) -> dict:
