@@ -143,16 +143,15 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     labels = np.asarray(labels)
     onehot = labels.astype(np.float32) if labels.ndim == 2 else np.eye(n_classes, dtype=np.float32)[labels]
     history: list[dict] = []
-    averager = _weight_average(trainer, round((1 - cfg.average) * steps), per_epoch) if cfg.average else None
-    if averager and start_epoch * per_epoch > averager.first_step:
+    averager = _weight_average(trainer, round((1 - cfg.average) * steps), start_epoch * per_epoch) \
+        if cfg.average else None
+    if averager and averager.step > averager.first_step:
         raise ValueError("cannot resume inside the weight-averaging window (its running mean is not "
                          "checkpointed): train again from the start")
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=None if progress else True)
     for ep in bar:
         t0 = time.perf_counter()
         x = inputs(ep)
-        if averager:
-            averager.epoch = ep
         h = trainer.fit(x, onehot, sample_weight=weights, batch_size=cfg.batch, epochs=1, verbose=0,
                         shuffle=True, callbacks=[averager] if averager else None)
         rec = {"epoch": ep + 1, "loss": float(h.history["loss"][-1]),
@@ -168,20 +167,21 @@ def fit(model, inputs, labels: np.ndarray, cfg: TrainConfig, epochs: int, n_clas
     return trainer, history
 
 
-def _weight_average(model, first_step: int, per_epoch: int):
-    """A Keras callback that keeps the running mean of ``model``'s trainable weights from
-    global step ``first_step`` on (``.epoch`` set by the caller before each epoch) and
+def _weight_average(model, first_step: int, start_step: int = 0):
+    """A Keras callback that counts training steps from ``start_step`` and keeps the running
+    mean of ``model``'s trainable weights after each step past ``first_step``;
     ``.apply(x)`` puts it into the model, batch-norm statistics re-estimated on ``x``."""
     import keras
 
     class WeightAverage(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.epoch, self.n, self.mean = 0, 0, None
+            self.step, self.n, self.mean = int(start_step), 0, None
             self.first_step = int(first_step)
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.epoch * per_epoch + batch + 1 <= self.first_step:
+            self.step += 1
+            if self.step <= self.first_step:
                 return
             values = [v.numpy() for v in model.trainable_variables]
             if self.mean is None:

@@ -265,8 +265,8 @@ class TwoStreamLearner:
         self.members, self.last_steps, histories = [], [], []
         for i in range(self.n_members):
             model, history, last = self._fit_one(replace(cfg, seed=cfg.seed + i), lms, crops, targets, w)
-            for m in (model, last) if last is not None else (model,):
-                if self.balance:
+            if self.balance:
+                for m in [model] + ([last] if last is not None else []):
                     balance(m, prior, self.balance, within=self.balance_within, fine_prior=fine_prior)
             self.members.append(model)
             if last is not None:

@@ -511,14 +511,13 @@ def test_weight_average_is_the_mean_of_the_last_steps_weights():
     x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
     y = np.eye(4, dtype=np.float32)[np.arange(40) % 4]
     _compile(model, TrainConfig(batch=10), steps=12, n_classes=4)
-    avg, seen = _weight_average(model, first_step=5, per_epoch=4), []
+    avg, seen = _weight_average(model, first_step=5), []
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             seen.append([v.numpy().copy() for v in model.trainable_variables])
 
-    for ep in range(3):  # 12 steps; steps 6-12 averaged
-        avg.epoch = ep
+    for _ in range(3):  # 12 steps; steps 6-12 averaged
         model.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False, callbacks=[avg, Record()])
     assert avg.n == 7 and len(seen) == 12
     want = [np.mean([s[i] for s in seen[5:]], axis=0) for i in range(len(seen[0]))]
