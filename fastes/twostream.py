@@ -24,7 +24,7 @@ EMOTIONS_LAYER = "emotions"  # a fine model's 7-emotion softmax (build(fine=True
 
 
 def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: float = 0.1, n_classes: int = 4,
-          fine: bool = False, face_norm: bool = False):
+          fine: bool = False, face_norm: bool = False, face_width: float = 1.0):
     """A two-stream Keras model: the paper's VGG11 sketch branch (``width`` scales its
     channels, as ``fastes train --width``) and a small VGG-style branch on the aligned
     crop, each pooled to a vector, concatenated, one softmax (late fusion). ``fine``: the
@@ -32,7 +32,8 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     layer sums them into the 4 classes (fastes.data.EMOTION_CLASS), so the file still
     outputs ``(N, 4)`` probabilities. ``face_norm``: each crop standardized to zero mean
     and unit variance first (inside the model, layer ``face_norm``), so that the face
-    branch does not see a set's lighting and contrast."""
+    branch does not see a set's lighting and contrast. ``face_width`` scales the face
+    branch's channels (16, 32, 64, 128 at 1.0); its cost grows about as its square."""
     import keras
     from keras import layers
 
@@ -47,7 +48,7 @@ def build(size: int = 48, face_size: int = 48, width: float = 0.25, dropout: flo
     x = face_in
     if face_norm:
         x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, name="face_norm")(x)
-    for ch in (16, 32, 64, 128):
+    for ch in (max(1, round(c * face_width)) for c in (16, 32, 64, 128)):
         x = layers.Conv2D(ch, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
@@ -193,7 +194,7 @@ class TwoStreamLearner:
                  progress: bool = False, out_dir=None, balance: float = 0.0, tta: int = 0,
                  posed_weight: float = 1.0, face_warp: float = 0.0, fine_labels: bool = False,
                  balance_within: float = 0.0, members: int = 1, face_norm: bool = False,
-                 part_drop: float = 0.0):
+                 part_drop: float = 0.0, face_width: float = 1.0):
         from .data import LandmarkCache
         from .face import FaceFinder
         from .protocol import FRONT_END
@@ -224,6 +225,9 @@ class TwoStreamLearner:
         self.part_drop = float(part_drop)
         if not 0 <= self.part_drop <= 1:
             raise ValueError("part_drop must be in [0, 1]")
+        self.face_width = float(face_width)  # the face branch's channel scale (build)
+        if self.face_width <= 0:
+            raise ValueError("face_width must be > 0")
         finder = FaceFinder(**(front_end or FRONT_END))
         _, _, boxes, lms = LandmarkCache(finder).get(whole.paths, progress=progress)
         crops = np.zeros((len(whole), face_size, face_size), np.uint8)
@@ -309,7 +313,7 @@ class TwoStreamLearner:
 
         keras.utils.set_random_seed(cfg.seed)  # the initial weights are drawn at build
         model = build(cfg.input_size(), self.face_size, width=cfg.width, dropout=cfg.dropout, fine=self.fine_labels,
-                      face_norm=self.face_norm)
+                      face_norm=self.face_norm, face_width=self.face_width)
         # fine: fit the 7-emotion softmax; the model's fixed last layer sums it into the classes
         trained = keras.Model(model.inputs, model.get_layer(EMOTIONS_LAYER).output) if self.fine_labels else model
 

@@ -60,6 +60,12 @@ def add_parser(sub) -> None:
     p.add_argument("--face-size", type=int, default=48, metavar="PX",
                    help="two-stream: side of the aligned face crop in pixels, a multiple of 16 from 32 to 128 "
                    "(default 48; a larger crop costs classifier time)")
+    p.add_argument("--face-width", type=float, default=1.0, metavar="K",
+                   help="two-stream: scale of the face branch's channels (16..128 at 1, the shipped one; its "
+                   "classifier time grows about as K squared)")
+    p.add_argument("--held-out", metavar="SETS",
+                   help="lodo: hold out only these posed sets, comma-separated (default: all of "
+                   "jaffe, ckplus, fei, london; the mean is then over these)")
     p.add_argument("--average", type=float, default=0.0, metavar="F",
                    help="two-stream, sketch nets: average the weights over the last share F of the training steps "
                    "(every step; batch-norm statistics re-estimated for the mean: SWA), a flatter minimum "
@@ -104,13 +110,16 @@ def make_recipe(args: argparse.Namespace, data=None):
     if args.fine_labels and args.model not in ("landmarks", "two-stream"):
         raise UsageError("--fine-labels goes with --model landmarks or two-stream")
     for flag, on in (("--face-warp", args.face_warp), ("--members", args.members != 1), ("--face-norm", args.face_norm),
-                     ("--part-drop", args.part_drop), ("--face-size", args.face_size != 48)):
+                     ("--part-drop", args.part_drop), ("--face-size", args.face_size != 48),
+                     ("--face-width", args.face_width != 1)):
         if on and args.model != "two-stream":
             raise UsageError(f"{flag} goes with --model two-stream")
     if args.face_warp < 0 or args.posed_weight <= 0:
         raise UsageError("--face-warp must be >= 0 and --posed-weight > 0")
     if not (32 <= args.face_size <= 128 and args.face_size % 16 == 0):
         raise UsageError("--face-size must be a multiple of 16 from 32 to 128 (the face branch halves it 4 times)")
+    if args.face_width <= 0:
+        raise UsageError("--face-width must be > 0")
     if not 0 <= args.part_drop <= 1:
         raise UsageError("--part-drop must be between 0 and 1")
     if not 0 <= args.average <= 1:
@@ -135,10 +144,26 @@ def make_recipe(args: argparse.Namespace, data=None):
                                         balance=args.balance, tta=args.tta, posed_weight=args.posed_weight,
                                         face_warp=args.face_warp, fine_labels=args.fine_labels,
                                         balance_within=args.balance_within, members=args.members,
-                                        face_norm=args.face_norm, part_drop=args.part_drop)
+                                        face_norm=args.face_norm, part_drop=args.part_drop,
+                                        face_width=args.face_width)
     cfg = TrainConfig(net=args.model, size=args.size, epochs=args.epochs or DEFAULT_EPOCHS[args.model],
                       seed=args.seed, width=args.width, average=args.average)
     return lambda: protocol.SketchLearner(cfg, progress=progress, ferplus_limit=args.ferplus_limit)
+
+
+def held_out_sets(args: argparse.Namespace) -> tuple[str, ...]:
+    """The posed sets ``lodo`` holds out (``--held-out``), checked before the data loads."""
+    from ..data import POSED
+
+    if args.held_out is None:
+        return tuple(POSED)
+    if args.protocol != "lodo":
+        raise UsageError("--held-out goes with lodo")
+    sets = tuple(dict.fromkeys(s.strip() for s in args.held_out.split(",") if s.strip()))
+    bad = [s for s in sets if s not in POSED]
+    if bad or not sets:
+        raise UsageError(f"--held-out takes posed sets from {', '.join(POSED)}; got {args.held_out!r}")
+    return sets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.crop not in CROP_MODES:
         raise UsageError(f"--crop must be one of {', '.join(CROP_MODES)}")
+    held_out = held_out_sets(args)
     make_recipe(args)  # usage errors before the data loads
     data = protocol.load_all(progress=not args.no_progress, detector=args.detector, crop=args.crop)
     make = make_recipe(args, data)
@@ -161,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     if args.protocol == "lodo":
-        res = protocol.lodo(data, make, workdir=args.workdir, log=log)
+        res = protocol.lodo(data, make, held_out=held_out, workdir=args.workdir, log=log)
         for name, m in res["sets"].items():
             print(f"== held out: {name}")
             print("\n".join(summary_lines(m)))
