@@ -193,9 +193,10 @@ def _rows_in(path: Path) -> int:
 def test_signal_half_way_then_resume_gives_one_row_per_input(tmp_path, sig, code):
     """SIGTERM keeps the finished rows in --out; after SIGKILL, --resume picks them up
     from the temp file the dead job left. Either way the resumed run ends with exactly
-    one row per input."""
+    one row per input. The corpus is long enough (~1 s of work at ~4 ms an image) that the
+    signal lands well before the end even on a fast, quiet machine."""
     src = tmp_path / "in"
-    paths = _corpus(src, 60)
+    paths = _corpus(src, 300)
     out = tmp_path / "r.csv"
     cmd = [sys.executable, "-m", "fastes", "run", str(src), "--out", str(out), "--no-progress"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -206,7 +207,7 @@ def test_signal_half_way_then_resume_gives_one_row_per_input(tmp_path, sig, code
         if tmps and _rows_in(tmps[0]) >= 10:
             tmp = tmps[0]
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert tmp is not None, "the run ended before it could be interrupted"
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)

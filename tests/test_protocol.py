@@ -204,6 +204,16 @@ def test_crossval_command_parses_and_refuses_bad_values():
                         ("--members must be", ["--model", "two-stream", "--members", "0"]),
                         ("--face-warp must be", ["--model", "two-stream", "--face-warp", "-1"]),
                         ("--face-size goes with", ["--model", "landmarks", "--face-size", "64"]),
-                        ("--face-size must be", ["--model", "two-stream", "--face-size", "56"])]:
+                        ("--face-size must be", ["--model", "two-stream", "--face-size", "56"]),
+                        ("--face-width goes with", ["--model", "vgg11", "--face-width", "2"]),
+                        ("--face-width must be", ["--model", "two-stream", "--face-width", "0"])]:
         with pytest.raises(UsageError, match=match):
             crossval.make_recipe(parser.parse_args(["crossval", "lodo", *argv]))
+    held = crossval.held_out_sets
+    assert held(parser.parse_args(["crossval", "lodo"])) == ("jaffe", "ckplus", "fei", "london")
+    assert held(parser.parse_args(["crossval", "lodo", "--held-out", "ckplus, jaffe,ckplus"])) == ("ckplus", "jaffe")
+    for match, argv in [("--held-out goes with lodo", ["ferplus", "--held-out", "jaffe"]),
+                        ("--held-out takes posed sets", ["lodo", "--held-out", "wild"]),
+                        ("--held-out takes posed sets", ["lodo", "--held-out", ","])]:
+        with pytest.raises(UsageError, match=match):
+            crossval.run(parser.parse_args(["crossval", *argv, "--model", "logreg"]))

@@ -507,3 +507,19 @@ def test_crop_cache_cuts_again_when_the_landmarks_move(tmp_path, finder):
     # and the first placement is still served from the cache file, with both kept
     np.testing.assert_array_equal(crop_cache(paths, boxes, lms, 32, "t", progress=False, cache_dir=tmp_path), first)
     assert len(np.load(next(tmp_path.glob("crops-*.npz")))["keys"]) == 4
+
+
+def test_face_width_scales_only_the_face_branch():
+    from fastes.twostream import build
+
+    def convs(m):
+        return [x.filters for x in m.layers if isinstance(x, keras.layers.Conv2D)]
+
+    base, wide = (build(size=32, face_size=32, width=0.125, face_width=k) for k in (1.0, 1.5))
+    assert convs(base) == [16, 16, 32, 32, 64, 64, 128, 128]  # the face branch's own layers
+    assert convs(wide) == [24, 24, 48, 48, 96, 96, 192, 192]
+    sketch = [x for x in base.layers if isinstance(x, keras.Model)][0]
+    assert [w.shape for w in sketch.weights] == [w.shape for w in [x for x in wide.layers
+                                                                   if isinstance(x, keras.Model)][0].weights]
+    assert wide.count_params() > base.count_params()
+
