@@ -293,7 +293,7 @@ class TwoStreamLearner:
                     "posed_weight": self.posed_weight, "face_warp": self.face_warp, "fine_labels": self.fine_labels,
                     "balance_within": self.balance_within,
                     "fine_prior": None if fine_prior is None else fine_prior.round(6).tolist(),
-                    "members": self.n_members, "face_norm": self.face_norm,
+                    "members": self.n_members, "face_norm": self.face_norm, "face_width": self.face_width,
                     "part_drop": self.part_drop, "train_seconds": time.perf_counter() - t0,
                     "history": histories[0] if self.n_members == 1 else histories}
             write_text_atomic(out / "config.json", json.dumps(meta, indent=1))

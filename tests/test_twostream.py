@@ -152,12 +152,12 @@ def test_learner_trains_and_predicts_on_a_faceset(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.crops, learner.crops)
     # posed rows weigh 3 in the loss, and in the class shares balancing divides by
     TwoStreamLearner(data, cfg, face_size=32, out_dir=tmp_path / "w", posed_weight=3.0,
-                     face_warp=1.0, part_drop=0.5).fit(data.subset(np.arange(4)))
+                     face_warp=1.0, part_drop=0.5, face_width=0.5).fit(data.subset(np.arange(4)))
     meta = json.loads((tmp_path / "w" / "config.json").read_text())
     w = np.where(data.datasets[:4] == "london", 3.0, 1.0)
     want = (data.targets[:4] * w[:, None]).sum(0) / w.sum()
     assert len(set(data.datasets[:4])) == 2 and meta["posed_weight"] == 3.0 and meta["face_warp"] == 1.0
-    assert meta["part_drop"] == 0.5
+    assert meta["part_drop"] == 0.5 and meta["face_width"] == 0.5
     np.testing.assert_allclose(meta["class_prior"], want, atol=1e-5)
     # 7 emotions: refused without an emotion per row, learnt from the manifest's emotion column
     with pytest.raises(ValueError, match="emotion"):
